@@ -1,0 +1,70 @@
+import json
+import os
+
+import pytest
+
+from tf_mtvib import cli
+
+SMALL = ["--num-train", "100", "--num-test", "50", "--batch-size", "50", "--latent-dim", "16", "--verbose", "0"]
+
+
+def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--out", str(run), "--lr", "1e-3", *SMALL]) == 0
+    for name in ("config.json", "metrics.json", "model.keras", "checkpoint/model.keras", "checkpoint/state.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("events.out.tfevents*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test_accuracy"]) == {"top_left", "bottom_right", "joint"}
+    assert metrics["test_examples"] == 50 and len(metrics["history"]["loss"]) == 1
+    assert "bottleneck_kl" in metrics["history"] and "top_left_sigma" in metrics["history"]
+    out = capsys.readouterr().out
+    assert "top_left" in out and "joint" in out
+
+    assert cli.main(["evaluate", str(run), "--mc-samples", "4"]) == 0
+    assert "4 latent samples" in capsys.readouterr().out
+    assert (run / "eval-mc4.json").is_file()
+
+    # A run interrupted after its first epoch: the checkpoint is there, the final model is not.
+    os.remove(run / "model.keras")
+    os.remove(run / "metrics.json")
+    assert cli.main(["train", "--epochs", "2", "--out", str(run), "--lr", "1e-3", *SMALL]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert len(history["loss"]) == 2
+    assert not [p for p in run.rglob(".tmp-*")]
+
+    with pytest.raises(SystemExit, match="already holds a trained model"):
+        cli.main(["train", "--out", str(run), *SMALL])
+
+
+def test_changed_settings_do_not_resume_silently(tmp_path):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--model", "gs", "--out", str(run), *SMALL]) == 0
+    os.remove(run / "model.keras")
+    with pytest.raises(SystemExit, match="other settings"):
+        cli.main(["train", "--epochs", "2", "--model", "uwl", "--out", str(run), *SMALL])
+
+
+def test_missing_data_names_what_was_tried_and_writes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = cli.main(
+        ["train", "--dataset", "multimnist", "--data-dir", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path / "c"), "--out", str(run), *SMALL]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "TF_MTVIB_DATA" in err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--epochs", "0"], "--epochs must be positive"),
+        (["train", "--beta", "-1"], "--beta must be >= 0"),
+        (["evaluate", "/nonexistent-run"], "not a finished run"),
+    ],
+)
+def test_bad_arguments_are_named(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(argv)

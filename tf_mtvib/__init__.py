@@ -1,0 +1,20 @@
+"""tf_mtvib: robust multi-task learning with variational representations."""
+
+from tf_mtvib import _env  # noqa: F401  (must precede the TensorFlow import)
+
+from tf_mtvib.layers import FixedWeighting, GaussianBottleneck, UncertaintyWeighting
+from tf_mtvib.models import (
+    SYSTEMS,
+    MultiTaskVIB,
+    build_gs,
+    build_model,
+    build_mtvib,
+    build_stl,
+    build_stvib,
+    build_uwl,
+    small_alexnet,
+)
+from tf_mtvib import evaluation
+from tf_mtvib.tasks import Task, multi_digit_tasks
+
+__version__ = "0.1.0"

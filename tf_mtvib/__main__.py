@@ -1,0 +1,3 @@
+from tf_mtvib.cli import main
+
+raise SystemExit(main())

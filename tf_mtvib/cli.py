@@ -1,0 +1,187 @@
+"""`tf-mtvib` / `python -m tf_mtvib`: train and evaluate the paper's systems."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from tf_mtvib import _env  # noqa: F401  (before TensorFlow)
+
+PAPER_DEFAULTS = {"latent_dim": 256, "beta": 1e-3, "lr": 1e-4, "batch_size": 200}
+RUN_FILES = ("config.json", "metrics.json", "model.keras")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="tf-mtvib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    train.add_argument("--model", default="mtvib", choices=("mtvib", "uwl", "gs", "stl", "stvib"))
+    train.add_argument("--dataset", default="sample", choices=("sample", "multimnist", "multifashion", "mtfl"))
+    train.add_argument("--data-dir", default=None, help="folder with the IDX files (or the MTFL folder); default $TF_MTVIB_DATA")
+    train.add_argument("--cache-dir", default=None, help="where generated data sets are cached")
+    train.add_argument("--num-train", type=int, default=None, help="training examples (default: all)")
+    train.add_argument("--num-test", type=int, default=None, help="test examples (default: all)")
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--batch-size", type=int, default=PAPER_DEFAULTS["batch_size"])
+    train.add_argument("--latent-dim", type=int, default=PAPER_DEFAULTS["latent_dim"])
+    train.add_argument("--beta", type=float, default=PAPER_DEFAULTS["beta"])
+    train.add_argument("--lr", type=float, default=PAPER_DEFAULTS["lr"])
+    train.add_argument("--task-weights", type=float, nargs="+", default=None, help="fixed task weights for --model gs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>)")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    train.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 or 2")
+
+    evaluate = sub.add_parser("evaluate", help="per-task and joint accuracy of a finished run")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--mc-samples", type=int, default=1, help="latent samples averaged (1 = mean code)")
+    evaluate.add_argument("--batch-size", type=int, default=500)
+    return parser
+
+
+def _positive(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise SystemExit(f"tf-mtvib: --{name.replace('_', '-')} must be positive, received {value}.")
+
+
+def _print_accuracies(title, accuracies):
+    print(title)
+    for name, value in accuracies.items():
+        print(f"  {name:>14s}: {100 * value:6.2f} %")
+
+
+def _load_data(config):
+    from tf_mtvib.data.pipeline import load_task_data
+
+    return load_task_data(
+        config["dataset"],
+        data_dir=config.get("data_dir"),
+        cache_dir=config.get("cache_dir"),
+        num_train=config.get("num_train"),
+        num_test=config.get("num_test"),
+        seed=config["seed"],
+    )
+
+
+def train(args):
+    _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test")
+    if args.beta < 0:
+        raise SystemExit(f"tf-mtvib: --beta must be >= 0, received {args.beta}.")
+    out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "out", "overwrite", "verbose")}
+    if config["data_dir"]:
+        config["data_dir"] = os.path.abspath(config["data_dir"])
+    if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
+        raise SystemExit(f"tf-mtvib: {out} already holds a trained model; pass --overwrite or another --out.")
+    checkpoint_dir = os.path.join(out, "checkpoint")
+    saved_config = os.path.join(out, "config.json")
+    if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
+        with open(saved_config) as f:
+            previous = json.load(f)
+        changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
+        if changed and not args.overwrite:
+            raise SystemExit(
+                f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
+                "pass --overwrite to start again or another --out."
+            )
+
+    import keras
+
+    from tf_mtvib.data import atomic
+    from tf_mtvib.data.pipeline import make_dataset
+    from tf_mtvib.evaluation import task_accuracies
+    from tf_mtvib.models import build_model
+    from tf_mtvib.training import EpochCheckpoint
+
+    data = _load_data(config)  # validated before anything is written
+    keras.utils.set_random_seed(args.seed)
+    model, state = (None, None)
+    if not args.overwrite:
+        model, state = EpochCheckpoint.restore(checkpoint_dir)
+    if model is None:
+        model = build_model(
+            args.model,
+            data.tasks,
+            input_shape=data.input_shape,
+            latent_dim=args.latent_dim,
+            beta=args.beta,
+            task_weights=args.task_weights,
+            seed=args.seed,
+        )
+        model.compile(optimizer=keras.optimizers.Adam(args.lr))
+        state = {"epoch": 0, "history": {}}
+    else:
+        print(f"Resuming {out} after epoch {state['epoch']}.")
+    os.makedirs(out, exist_ok=True)
+    atomic.write_json(saved_config, config)
+
+    train_ds = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
+    test_ds = make_dataset(data.x_test, data.y_test, 500)
+    checkpoint = EpochCheckpoint(checkpoint_dir, history=state["history"])
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    start = time.time()
+    if state["epoch"] < args.epochs:
+        model.fit(
+            train_ds,
+            epochs=args.epochs,
+            initial_epoch=state["epoch"],
+            validation_data=test_ds,
+            callbacks=[keras.callbacks.TensorBoard(os.path.join(out, "logs")), checkpoint],
+            verbose=verbose,
+        )
+    seconds = time.time() - start
+    accuracies = task_accuracies(model, data.x_test, data.y_test)
+    metrics = {
+        "test_accuracy": accuracies,
+        "history": checkpoint.history,
+        "train_seconds": seconds,
+        "train_examples": int(len(data.x_train)),
+        "test_examples": int(len(data.x_test)),
+    }
+    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    atomic.write_json(os.path.join(out, "metrics.json"), metrics)
+    _print_accuracies(f"{args.model} on {args.dataset} test split ({len(data.x_test)} images):", accuracies)
+    print(f"Run folder: {out}")
+    return 0
+
+
+def evaluate(args):
+    _positive(args, "mc_samples", "batch_size")
+    model_path = os.path.join(args.run_dir, "model.keras")
+    config_path = os.path.join(args.run_dir, "config.json")
+    for path in (model_path, config_path):
+        if not os.path.isfile(path):
+            raise SystemExit(f"tf-mtvib: {args.run_dir} is not a finished run: {path} is missing.")
+    import keras
+
+    from tf_mtvib.data import atomic
+    from tf_mtvib.evaluation import task_accuracies
+
+    with open(config_path) as f:
+        config = json.load(f)
+    model = keras.models.load_model(model_path)
+    for bottleneck in getattr(model, "bottlenecks", []):
+        bottleneck.num_samples = args.mc_samples
+    data = _load_data(config)
+    accuracies = task_accuracies(model, data.x_test, data.y_test, batch_size=args.batch_size)
+    mode = "mean code" if args.mc_samples == 1 else f"{args.mc_samples} latent samples"
+    _print_accuracies(f"{config['model']} on {config['dataset']} test split ({mode}):", accuracies)
+    atomic.write_json(
+        os.path.join(args.run_dir, f"eval-mc{args.mc_samples}.json"),
+        {"test_accuracy": accuracies, "mc_samples": args.mc_samples},
+    )
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": train, "evaluate": evaluate}[args.command](args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"tf-mtvib: error: {e}", file=sys.stderr)
+        return 2

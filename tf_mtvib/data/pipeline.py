@@ -1,0 +1,85 @@
+"""Named data sets as arrays, and tf.data pipelines yielding (x, {task: y})."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mtvib.data import multimnist, validation
+from tf_mtvib.tasks import multi_digit_tasks
+
+DATASET_NAMES = ("sample", "multimnist", "multifashion", "mtfl")
+
+
+@dataclasses.dataclass
+class TaskData:
+    """A data set ready for a model: float images in [0, 1] and labels per task."""
+
+    name: str
+    tasks: list
+    x_train: np.ndarray
+    y_train: dict
+    x_test: np.ndarray
+    y_test: dict
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+def to_float_images(images):
+    """uint8 `(n, H, W)` or `(n, H, W, C)` -> float32 `(n, H, W, C)` in [0, 1]."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test=None, seed=0, allow_download=True):
+    """Loads a named data set: 'sample' (embedded MultiMNIST sample),
+    'multimnist', 'multifashion', or 'mtfl' (data_dir = the MTFL folder).
+
+    Every split is validated (shapes, finite values, label ranges) before
+    it is returned.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"`dataset` must be one of {DATASET_NAMES}, received {name!r}.")
+    if name == "mtfl":
+        from tf_mtvib.data import mtfl
+
+        if data_dir is None:
+            raise ValueError("The MTFL data set needs `data_dir`, the folder holding training.txt.")
+        raw = mtfl.load_mtfl(data_dir, max_examples=num_train)
+        tasks = mtfl.mtfl_tasks()
+        splits = {s: (to_float_images(raw[s][0]), raw[s][1]) for s in raw}
+    else:
+        if name == "sample":
+            raw = multimnist.load_sample()
+            if num_train or num_test:
+                raw = {"train": tuple(a[:num_train] for a in raw["train"]), "test": tuple(a[:num_test] for a in raw["test"])}
+        else:
+            raw = multimnist.load_multi(name, data_dir, cache_dir, num_train, num_test, seed, allow_download)
+        tasks = multi_digit_tasks(multimnist.TASK_NAMES)
+        splits = {
+            s: (to_float_images(x), {t.name: y[:, i].astype(np.int64) for i, t in enumerate(tasks)})
+            for s, (x, y) in raw.items()
+        }
+    for split, (x, y) in splits.items():
+        validation.check_images(x, x.shape[1:], name=f"{name} {split} images")
+        validation.check_labels(y, tasks, x.shape[0])
+    return TaskData(name, tasks, splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1])
+
+
+def make_dataset(x, y, batch_size, shuffle=False, seed=None, drop_remainder=False):
+    """A `tf.data.Dataset` of `(x batch, {task: labels batch})`.
+
+    Shuffles with `seed` each epoch when `shuffle`, batches, and prefetches.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, received batch_size={batch_size!r}.")
+    dataset = tf.data.Dataset.from_tensor_slices((x, dict(y)))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

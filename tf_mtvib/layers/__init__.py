@@ -1,0 +1,2 @@
+from tf_mtvib.layers.bottleneck import GaussianBottleneck
+from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting, ValueRange

@@ -1,0 +1,125 @@
+"""Gaussian information bottleneck (MTVIB Eqs. 8-10; Alemi et al. 2017)."""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+tfd = tfp.distributions
+
+# Shifts the pre-softplus scale so that a freshly initialised encoder starts
+# near sigma = softplus(-5) ~ 0.0067 (Alemi et al.): the decoders first see an
+# almost deterministic code and the KL then trades it off.
+_SCALE_SHIFT = 5.0
+_MIN_SCALE = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class GaussianBottleneck(keras.layers.Layer):
+    """Stochastic code z ~ q(z|x) = N(mu(x), diag(sigma(x)^2)) with a KL penalty.
+
+    Two linear maps turn features `(batch, features)` into `mu` and a
+    pre-softplus scale `rho`, both `(batch, latent_dim)`; the scale is
+    `sigma = softplus(rho - 5) + 1e-6`, bounded away from 0 and never the exp
+    of an unbounded log-variance.
+
+    While training, `call` returns `z = mu + sigma * eps`, `eps ~ N(0, I)`
+    (the reparameterization of Eq. 9); at inference it returns `mu`. Every
+    call adds `beta * mean_batch KL(q(z|x) || N(0, I))` (Eq. 10) with
+    `add_loss` and records the unweighted KL in the metric `<name>_kl`.
+
+    Args:
+        latent_dim: dimension d of z.
+        beta: weight of the KL term. Default value: `1e-3` (MTVIB Sec. VI-B).
+        num_samples: latent samples whose class probabilities the owning model
+            averages at inference (Alemi et al. use 12). Default value: `1`,
+            which means the deterministic mean code is used.
+        seed: int seed of the reparameterization noise. Default value: `None`.
+    """
+
+    def __init__(self, latent_dim, beta=1e-3, num_samples=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(
+                "`latent_dim` must be a positive int, received "
+                f"latent_dim={latent_dim!r}."
+            )
+        if not beta >= 0:
+            raise ValueError(f"`beta` must be >= 0, received beta={beta!r}.")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(
+                "`num_samples` must be an int >= 1, received "
+                f"num_samples={num_samples!r}."
+            )
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.num_samples = num_samples
+        self.seed = seed
+
+        # === Layers ===
+        self.loc_dense = keras.layers.Dense(latent_dim, name="loc")
+        self.scale_dense = keras.layers.Dense(latent_dim, name="pre_scale")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.kl_tracker = keras.metrics.Mean(name=f"{self.name}_kl")
+
+    def build(self, input_shape):
+        self.loc_dense.build(input_shape)
+        self.scale_dense.build(input_shape)
+
+    def posterior_params(self, inputs):
+        """Returns `(mu, sigma)` of q(z|x), each `(batch, latent_dim)`."""
+        loc = self.loc_dense(inputs)
+        scale = ops.softplus(self.scale_dense(inputs) - _SCALE_SHIFT) + _MIN_SCALE
+        return loc, scale
+
+    def kl_divergence(self, loc, scale):
+        """Per-example KL(N(loc, scale^2) || N(0, I)), shape `(batch,)` (Eq. 10).
+
+        Computed by TFP in float32 whatever the layer's compute dtype.
+        """
+        loc = ops.cast(loc, "float32")
+        scale = ops.cast(scale, "float32")
+        posterior = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+        prior = tfd.Independent(
+            tfd.Normal(tf.zeros_like(loc), tf.ones_like(scale)),
+            reinterpreted_batch_ndims=1,
+        )
+        return tfd.kl_divergence(posterior, prior)
+
+    def sample(self, inputs, num_samples=None):
+        """Draws reparameterized codes, shape `(num_samples, batch, latent_dim)`.
+
+        Adds no loss; `num_samples` defaults to the layer's `num_samples`.
+        """
+        num_samples = num_samples or self.num_samples
+        loc, scale = self.posterior_params(inputs)
+        noise = keras.random.normal(
+            (num_samples,) + tuple(ops.shape(loc)),
+            dtype=loc.dtype,
+            seed=self.seed_generator,
+        )
+        return loc[None] + scale[None] * noise
+
+    def call(self, inputs, training=None):
+        loc, scale = self.posterior_params(inputs)
+        kl = ops.mean(self.kl_divergence(loc, scale))
+        self.kl_tracker.update_state(kl)
+        self.add_loss(self.beta * kl)
+        if training:
+            noise = keras.random.normal(
+                ops.shape(loc), dtype=loc.dtype, seed=self.seed_generator
+            )
+            return loc + scale * noise
+        return loc
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.latent_dim,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "beta": self.beta,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+        }

@@ -1,0 +1,11 @@
+from tf_mtvib.models.backbones import mlp, small_alexnet, task_decoder
+from tf_mtvib.models.mtvib import (
+    SYSTEMS,
+    MultiTaskVIB,
+    build_gs,
+    build_model,
+    build_mtvib,
+    build_stl,
+    build_stvib,
+    build_uwl,
+)

@@ -1,0 +1,416 @@
+"""MultiTaskVIB and the five systems of the MTVIB paper: STL, STVIB, GS, UWL, MTVIB."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tf_mtvib.data import validation
+from tf_mtvib.layers.bottleneck import GaussianBottleneck
+from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting
+from tf_mtvib.models import backbones
+from tf_mtvib.tasks import Task, as_tasks
+
+SYSTEMS = ("stl", "stvib", "gs", "uwl", "mtvib")
+
+
+def _replica_scale(value):
+    # Keras sums the per-replica losses, so a mean over the local batch must be
+    # divided by the number of replicas as Keras does for its own reductions.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+def _per_task(value, tasks, what):
+    """Accepts one object shared by all tasks or a dict keyed by task name."""
+    if isinstance(value, dict):
+        names = [t.name for t in tasks]
+        if sorted(value) != sorted(names):
+            raise ValueError(
+                f"`{what}` must have one entry per task {names}, received keys "
+                f"{sorted(value)}."
+            )
+    return value
+
+
+def _serialize(obj):
+    if isinstance(obj, dict):
+        return {k: keras.saving.serialize_keras_object(v) for k, v in obj.items()}
+    return keras.saving.serialize_keras_object(obj)
+
+
+def _deserialize(config):
+    if isinstance(config, dict) and "class_name" not in config:
+        return {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
+    return keras.saving.deserialize_keras_object(config)
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class MultiTaskVIB(keras.Model):
+    """Encoder -> optional Gaussian bottleneck -> one decoder per task.
+
+    The loss is `weighting([L_1, ..., L_K]) + sum(layer losses)`; with a
+    `GaussianBottleneck` and `UncertaintyWeighting` this is MTVIB Eq. 23,
+    `sum_k (E_k / sigma_k^2 + log sigma_k) + beta * KL`.
+
+    Encoders and bottlenecks are either one layer shared by all tasks, or a
+    dict keyed by task name (separate branches, e.g. STL and STVIB: the sum of
+    disjoint losses trains each branch exactly as if alone).
+
+    `call(x)` maps images `(batch, H, W, C)` to `{task name: output}`: logits
+    `(batch, num_classes)` for classification, values for regression. At
+    inference with a bottleneck of `num_samples = S > 1` the classification
+    output is `log(mean_s softmax(logits_s))` over S latent samples (Alemi et
+    al.'s prediction), so `softmax` of it is the averaged probability.
+
+    While training, `fit` reports `<task>_loss`, `<task>_accuracy`,
+    `joint_accuracy` (all classification tasks right), `<task>_sigma` for
+    learned weights and `<bottleneck>_kl`.
+
+    Args:
+        tasks: list of `Task`.
+        encoder: a layer, or a dict `{task name: layer}`.
+        decoders: dict `{task name: layer}` mapping the code to the output.
+        bottleneck: `None`, a `GaussianBottleneck`, or a dict of them.
+        weighting: `UncertaintyWeighting` or `FixedWeighting`. Default value:
+            `None`, meaning equal weights 1.
+        input_shape: shape of one input example, used to validate data.
+    """
+
+    def __init__(
+        self,
+        tasks,
+        encoder,
+        decoders,
+        bottleneck=None,
+        weighting=None,
+        input_shape=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tasks = as_tasks(tasks)
+        self.task_names = [t.name for t in self.tasks]
+        self.example_shape = tuple(input_shape) if input_shape is not None else None
+
+        # === Layers ===
+        self.encoder = _per_task(encoder, self.tasks, "encoder")
+        self.bottleneck = _per_task(bottleneck, self.tasks, "bottleneck")
+        self.decoders = _per_task(decoders, self.tasks, "decoders")
+        if not isinstance(self.decoders, dict):
+            raise ValueError("`decoders` must be a dict keyed by task name.")
+        self.weighting = weighting or FixedWeighting(num_tasks=len(self.tasks))
+        expected = len(self.tasks)
+        got = len(getattr(self.weighting, "task_kinds", None) or [0] * self.weighting.num_tasks)
+        if got != expected:
+            raise ValueError(
+                f"`weighting` combines {got} task losses but there are {expected} tasks."
+            )
+        if not self.weighting.built:
+            self.weighting.build(None)
+
+        # === Metrics ===
+        self._loss_fns = {t.name: t.loss_fn() for t in self.tasks}
+        self.task_loss_trackers = {
+            t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks
+        }
+        self.accuracy_trackers = {
+            t.name: keras.metrics.SparseCategoricalAccuracy(name=f"{t.name}_accuracy")
+            for t in self.tasks
+            if t.is_classification
+        }
+        self.joint_accuracy_tracker = keras.metrics.Mean(name="joint_accuracy")
+        self.sigma_trackers = {}
+        if isinstance(self.weighting, UncertaintyWeighting):
+            self.sigma_trackers = {
+                t.name: keras.metrics.Mean(name=f"{t.name}_sigma") for t in self.tasks
+            }
+
+    # --- structure -------------------------------------------------------
+    def _branch(self, mapping, task_name):
+        return mapping.get(task_name) if isinstance(mapping, dict) else mapping
+
+    @property
+    def bottlenecks(self):
+        """The distinct bottleneck layers of the model (possibly none)."""
+        if self.bottleneck is None:
+            return []
+        if isinstance(self.bottleneck, dict):
+            return [self.bottleneck[n] for n in self.task_names]
+        return [self.bottleneck]
+
+    def build(self, input_shape):
+        for task in self.tasks:
+            encoder = self._branch(self.encoder, task.name)
+            if not encoder.built:
+                encoder.build(input_shape)
+            code_shape = encoder.compute_output_shape(input_shape)
+            bottleneck = self._branch(self.bottleneck, task.name)
+            if bottleneck is not None:
+                if not bottleneck.built:
+                    bottleneck.build(code_shape)
+                code_shape = bottleneck.compute_output_shape(code_shape)
+            if not self.decoders[task.name].built:
+                self.decoders[task.name].build(code_shape)
+        self.built = True
+
+    def encode(self, inputs, task_name=None, training=None):
+        """Returns the features fed to the bottleneck (or decoders) of a task."""
+        task_name = task_name or self.task_names[0]
+        return self._branch(self.encoder, task_name)(inputs, training=training)
+
+    def call(self, inputs, training=None):
+        codes = {}
+        outputs = {}
+        for task in self.tasks:
+            encoder = self._branch(self.encoder, task.name)
+            bottleneck = self._branch(self.bottleneck, task.name)
+            key = (id(encoder), id(bottleneck))
+            if key not in codes:
+                features = encoder(inputs, training=training)
+                if bottleneck is None:
+                    codes[key] = (features, None)
+                else:
+                    z = bottleneck(features, training=training)
+                    samples = None
+                    if not training and bottleneck.num_samples > 1:
+                        samples = bottleneck.sample(features)
+                    codes[key] = (z, samples)
+            z, samples = codes[key]
+            decoder = self.decoders[task.name]
+            if samples is None:
+                outputs[task.name] = decoder(z, training=training)
+            else:
+                outputs[task.name] = self._mc_decode(decoder, task, samples, training)
+        return outputs
+
+    def _mc_decode(self, decoder, task, samples, training):
+        num_samples = ops.shape(samples)[0]
+        flat = ops.reshape(samples, (-1, ops.shape(samples)[-1]))
+        out = decoder(flat, training=training)
+        out = ops.reshape(out, (num_samples, -1) + tuple(out.shape[1:]))
+        if task.is_classification:
+            log_probs = ops.log_softmax(out, axis=-1)
+            return ops.logsumexp(log_probs, axis=0) - ops.log(
+                ops.cast(num_samples, log_probs.dtype)
+            )
+        return ops.mean(out, axis=0)
+
+    # --- training ------------------------------------------------------
+    def compile(self, optimizer="adam", loss=None, **kwargs):
+        if loss is not None:
+            raise ValueError(
+                "MultiTaskVIB computes its loss from its tasks; set a task's loss "
+                f"with Task(loss=...) instead of compile(loss=...), received loss={loss!r}."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compile() on load for models that override it.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels = validation.labels_as_dict(y, self.tasks)
+        task_losses = []
+        for task in self.tasks:
+            per_example = self._loss_fns[task.name](labels[task.name], y_pred[task.name])
+            per_example = ops.cast(per_example, "float32")
+            if len(per_example.shape) > 1:
+                per_example = ops.mean(
+                    ops.reshape(per_example, (ops.shape(per_example)[0], -1)), axis=1
+                )
+            if sample_weight is not None:
+                weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+                task_loss = ops.sum(per_example * weight) / ops.maximum(ops.sum(weight), 1e-12)
+            else:
+                task_loss = ops.mean(per_example)
+            self.task_loss_trackers[task.name].update_state(task_loss)
+            task_losses.append(task_loss)
+        total = _replica_scale(self.weighting(task_losses))
+        for sigma_tracker, sigma in zip(
+            self.sigma_trackers.values(), ops.unstack(self.weighting.sigmas)
+        ) if self.sigma_trackers else ():
+            sigma_tracker.update_state(sigma)
+        for layer_loss in self.losses:
+            total = total + ops.cast(self._aggregate_additional_loss(layer_loss), "float32")
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels = validation.labels_as_dict(y, self.tasks)
+        correct = []
+        for name, tracker in self.accuracy_trackers.items():
+            tracker.update_state(labels[name], y_pred[name], sample_weight=sample_weight)
+            predicted = ops.argmax(y_pred[name], axis=-1)
+            correct.append(
+                ops.equal(ops.cast(ops.reshape(labels[name], (-1,)), "int64"), ops.cast(predicted, "int64"))
+            )
+        if correct:
+            joint = ops.all(ops.stack(correct, axis=0), axis=0)
+            self.joint_accuracy_tracker.update_state(ops.cast(joint, "float32"))
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _check_fit_data(self, x, y):
+        if self.example_shape is None or x is None:
+            return
+        if isinstance(x, tf.data.Dataset):
+            validation.check_dataset_spec(x, self.tasks, self.example_shape)
+        elif isinstance(x, (np.ndarray, tf.Tensor)) and y is not None:
+            x = validation.check_images(x, self.example_shape)
+            validation.check_labels(y, self.tasks, x.shape[0])
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_fit_data(x, y)
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, tuple) and len(validation_data) >= 2:
+            self._check_fit_data(validation_data[0], validation_data[1])
+        elif validation_data is not None:
+            self._check_fit_data(validation_data, None)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_fit_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # --- config ----------------------------------------------------------
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "tasks": [t.get_config() for t in self.tasks],
+            "encoder": _serialize(self.encoder),
+            "decoders": _serialize(self.decoders),
+            "bottleneck": None if self.bottleneck is None else _serialize(self.bottleneck),
+            "weighting": _serialize(self.weighting),
+            "input_shape": None if self.example_shape is None else list(self.example_shape),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["tasks"] = [Task.from_config(t) for t in config["tasks"]]
+        for key in ("encoder", "decoders", "weighting"):
+            config[key] = _deserialize(config[key])
+        if config.get("bottleneck") is not None:
+            config["bottleneck"] = _deserialize(config["bottleneck"])
+        return cls(**config)
+
+
+# --- the paper's systems ---------------------------------------------------
+
+# Widths of Tables I-II: encoder FC layers after the flatten, decoder FC layers.
+_ARCHITECTURES = {
+    "stl": {"encoder": (384, 192), "decoder": ()},
+    "gs": {"encoder": (384,), "decoder": (192,)},
+    "uwl": {"encoder": (384,), "decoder": (192,)},
+    "stvib": {"encoder": (1024, 1024, 1024), "decoder": (384, 192)},
+    "mtvib": {"encoder": (1024, 1024, 1024), "decoder": (384, 192)},
+}
+
+
+def build_model(
+    system,
+    tasks,
+    input_shape=(36, 36, 1),
+    latent_dim=256,
+    beta=1e-3,
+    task_weights=None,
+    num_samples=1,
+    seed=None,
+):
+    """Builds one of the five systems of MTVIB Sec. VI-B with Tables I-II.
+
+    Args:
+        system: 'stl' (one Small AlexNet per task), 'stvib' (one VIB per task),
+            'gs' (shared Small AlexNet, fixed task weights), 'uwl' (shared
+            Small AlexNet, uncertainty weights), 'mtvib' (shared encoder,
+            Gaussian bottleneck, uncertainty weights).
+        tasks: list of `Task`.
+        input_shape: `(H, W, C)`; 36x36 selects Table I, 150x150 Table II.
+        latent_dim: d of the bottleneck. Default value: `256`.
+        beta: KL weight. Default value: `1e-3`.
+        task_weights: GS weights, one per task. Default value: equal weights.
+        num_samples: latent samples averaged at inference (1 = mean code).
+        seed: seed of the bottleneck noise.
+
+    Returns:
+        An uncompiled `MultiTaskVIB`.
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"`system` must be one of {SYSTEMS}, received system={system!r}.")
+    tasks = as_tasks(tasks)
+    if task_weights is not None and system != "gs":
+        raise ValueError(f"`task_weights` applies to system='gs' only, received system={system!r}.")
+    arch = _ARCHITECTURES[system]
+    table = backbones.paper_table_for(input_shape)
+    separate = system in ("stl", "stvib")
+    variational = system in ("stvib", "mtvib")
+
+    def make_encoder(name):
+        return backbones.small_alexnet(input_shape, arch["encoder"], table=table, name=name)
+
+    def make_bottleneck(name, offset):
+        return GaussianBottleneck(
+            latent_dim,
+            beta=beta,
+            num_samples=num_samples,
+            seed=None if seed is None else seed + offset,
+            name=name,
+        )
+
+    if separate:
+        encoder = {t.name: make_encoder(f"encoder_{t.name}") for t in tasks}
+        bottleneck = (
+            {t.name: make_bottleneck(f"bottleneck_{t.name}", i) for i, t in enumerate(tasks)}
+            if variational
+            else None
+        )
+    else:
+        encoder = make_encoder("encoder")
+        bottleneck = make_bottleneck("bottleneck", 0) if variational else None
+    decoders = {
+        t.name: backbones.task_decoder(t, arch["decoder"], name=f"decoder_{t.name}")
+        for t in tasks
+    }
+    if system in ("uwl", "mtvib"):
+        weighting = UncertaintyWeighting([t.kind for t in tasks], name="weighting")
+    else:
+        weighting = FixedWeighting(task_weights, num_tasks=len(tasks), name="weighting")
+    model = MultiTaskVIB(
+        tasks,
+        encoder=encoder,
+        decoders=decoders,
+        bottleneck=bottleneck,
+        weighting=weighting,
+        input_shape=input_shape,
+        name=system,
+    )
+    model.build((None,) + tuple(input_shape))
+    return model
+
+
+def build_stl(tasks, **kwargs):
+    """STL: one Small AlexNet per task (Table I/II (a))."""
+    return build_model("stl", tasks, **kwargs)
+
+
+def build_stvib(tasks, **kwargs):
+    """STVIB: one VIB per task (Table I/II (c))."""
+    return build_model("stvib", tasks, **kwargs)
+
+
+def build_gs(tasks, task_weights=None, **kwargs):
+    """GS: shared Small AlexNet with fixed task weights (Table I/II (b))."""
+    return build_model("gs", tasks, task_weights=task_weights, **kwargs)
+
+
+def build_uwl(tasks, **kwargs):
+    """UWL: shared Small AlexNet with uncertainty weights (Table I/II (b))."""
+    return build_model("uwl", tasks, **kwargs)
+
+
+def build_mtvib(tasks, **kwargs):
+    """MTVIB: shared encoder, Gaussian bottleneck, uncertainty weights (Table I/II (d))."""
+    return build_model("mtvib", tasks, **kwargs)

@@ -1,0 +1,1 @@
+from tf_mtvib.training.callbacks import EpochCheckpoint
