@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_mtvib.layers import FixedWeighting, GaussianBottleneck, UncertaintyWeighting
+from tf_mtvib.layers import FixedWeighting, FusedBatchNormalization, GaussianBottleneck, UncertaintyWeighting
 
 tfd = tfp.distributions
 
@@ -136,3 +136,22 @@ def test_fixed_weighting_and_errors():
         UncertaintyWeighting(["classify"])
     with pytest.raises(ValueError, match="Expected 2 task losses"):
         FixedWeighting([0.5, 0.5])(np.array([1.0, 2.0, 3.0], "float32"))
+
+
+def test_fused_batch_normalization_matches_keras():
+    x = np.random.default_rng(3).normal(2.0, 3.0, size=(4, 5, 5, 3)).astype("float32")
+    fused = FusedBatchNormalization(momentum=0.5)
+    plain = keras.layers.BatchNormalization(momentum=0.5)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign([1.0, 2.0, 0.5])
+        layer.beta.assign([0.0, -1.0, 3.0])
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-4)
+    n = 4 * 5 * 5
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5)
+    # The fused kernel's moving variance carries Bessel's correction n / (n - 1).
+    expected = 0.5 + 0.5 * np.var(x, axis=(0, 1, 2)) * n / (n - 1)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), expected, rtol=1e-4)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-2, atol=1e-2)
+    clone = FusedBatchNormalization.from_config(fused.get_config())
+    assert clone.momentum == 0.5

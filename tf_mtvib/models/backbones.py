@@ -8,6 +8,8 @@ padding, which gives the flatten sizes of the tables:
 
 import keras
 
+from tf_mtvib.layers.normalization import FusedBatchNormalization
+
 # PyTorch's BatchNorm default (momentum 0.1 there, 0.9 in Keras' convention):
 # Keras' 0.99 leaves the moving statistics near their initial values for the
 # first few hundred steps, so a short run evaluates far below its training
@@ -65,7 +67,7 @@ def small_alexnet(input_shape, dense_units=(384, 192), table=None, name="small_a
     for i in (1, 2):
         stack += [
             keras.layers.Conv2D(64, padding="valid", name=f"conv{i}", **conv),
-            keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn"),
+            FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn"),
             keras.layers.ReLU(name=f"conv{i}_relu"),
             keras.layers.MaxPooling2D(2, name=f"pool{i}"),
         ]

@@ -1,0 +1,139 @@
+"""Training throughput of MTVIB (Table I) with model.fit, against the machine's ceiling.
+
+The ceiling is the float32 matmul rate this machine reaches (best of several
+2048 x 2048 products). The work of one training step per image is counted
+from the layers: 2 FLOPs per multiply-add of every Conv2D / Dense forward,
+times 3 for forward + backward (input and weight gradients); the small
+element-wise layers are not counted. Each configuration runs in its own
+process because oneDNN is chosen when TensorFlow is imported.
+
+    python benchmarks/speed.py            # writes benchmarks/out/speed.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "default (oneDNN on, graph)": {"onednn": "1", "jit_compile": False, "steps_per_execution": 1},
+    "oneDNN off": {"onednn": "0", "jit_compile": False, "steps_per_execution": 1},
+    "XLA jit_compile": {"onednn": "1", "jit_compile": True, "steps_per_execution": 1},
+    "steps_per_execution=10": {"onednn": "1", "jit_compile": False, "steps_per_execution": 10},
+}
+
+
+def training_flops_per_image(model, input_shape):
+    """3 x forward FLOPs of the Conv2D and Dense layers of one example."""
+    import keras
+    import numpy as np
+
+    forward = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            out_h, out_w = layer.output.shape[1:3] if _has_output(layer) else (None, None)
+            kh, kw = layer.kernel_size
+            forward += 2 * out_h * out_w * kh * kw * layer.kernel.shape[2] * layer.filters
+        elif isinstance(layer, keras.layers.Dense):
+            forward += 2 * int(np.prod(layer.kernel.shape))
+    return 3 * forward
+
+
+def _has_output(layer):
+    try:
+        layer.output
+        return True
+    except (AttributeError, ValueError):
+        return False
+
+
+def _leaf_layers(layer):
+    children = getattr(layer, "_flatten_layers", None)
+    if children is None:
+        return [layer]
+    return [l for l in layer._flatten_layers(include_self=False, recursive=True) if not list(l._flatten_layers(include_self=False))]
+
+
+def matmul_ceiling(size=2048, repeats=5):
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    product = tf.function(lambda: tf.matmul(a, b))
+    product().numpy()
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(5):
+            result = product()
+        result.numpy()
+        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def child(config):
+    import keras
+
+    import tf_mtvib as tm
+    from tf_mtvib.data.pipeline import load_task_data, make_dataset
+
+    data = load_task_data("sample")
+    model = tm.build_mtvib(data.tasks, seed=0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        jit_compile=config["jit_compile"],
+        steps_per_execution=config["steps_per_execution"],
+    )
+    train = make_dataset(data.x_train, data.y_train, 200, shuffle=True, seed=0, drop_remainder=True).cache()
+    model.fit(train, epochs=1, verbose=0)  # trace, compile and warm up
+    epochs = 3
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs, verbose=0)
+    seconds = time.perf_counter() - start
+    images = epochs * (len(data.x_train) // 200) * 200
+    return {
+        "images_per_second": images / seconds,
+        "flops_per_image": training_flops_per_image(model, data.input_shape),
+        "ceiling_gflops": matmul_ceiling(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "speed.json"))
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return
+    results = {}
+    for name in args.configs:
+        config = CONFIGS[name]
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": config["onednn"]}
+        run = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(config)], env=env, capture_output=True, text=True
+        )
+        lines = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")]
+        if run.returncode or not lines:
+            raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
+        result = json.loads(lines[-1][len("RESULT "):])
+        result["gflops"] = result["images_per_second"] * result["flops_per_image"] / 1e9
+        result["fraction_of_ceiling"] = result["gflops"] / result["ceiling_gflops"]
+        results[name] = result
+        print(
+            f"{name:30s} {result['images_per_second']:7.0f} img/s  {result['gflops']:6.1f} GFLOP/s  "
+            f"ceiling {result['ceiling_gflops']:6.1f} GFLOP/s  {100 * result['fraction_of_ceiling']:4.0f} %  "
+            f"({result['flops_per_image'] / 1e6:.1f} MFLOP per image and step)",
+            flush=True,
+        )
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": f"{platform.machine()} {os.cpu_count()} CPUs", "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
