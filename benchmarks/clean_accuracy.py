@@ -3,7 +3,8 @@
 Trains each system on full MultiMNIST / MultiFashion (120,000 / 10,000) with
 the paper's settings (Adam 1e-4, batch 200, latent 256, beta 1e-3) for
 --epochs epochs (the paper trains 200), then writes one JSON per run and a
-Markdown table beside the paper's numbers. Finished runs are skipped, so an
+Markdown table beside the paper's numbers; the trained models are kept
+under <out>/models/ for the robustness benchmarks. Finished runs are skipped, so an
 interrupted benchmark continues where it stopped.
 
     python benchmarks/clean_accuracy.py --epochs 2 --data-dir ../shared/data
@@ -28,7 +29,7 @@ from tf_mtvib.evaluation import task_accuracies  # noqa: E402
 from tf_mtvib.models import SYSTEMS, build_model  # noqa: E402
 
 
-def run_one(dataset, system, args):
+def run_one(dataset, system, args, model_path):
     data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, num_train=args.num_train, seed=0)
     keras.utils.set_random_seed(args.seed)
     model = build_model(system, data.tasks, input_shape=data.input_shape, seed=args.seed)
@@ -37,7 +38,10 @@ def run_one(dataset, system, args):
     start = time.time()
     history = model.fit(train, epochs=args.epochs, verbose=2)
     seconds = time.time() - start
+    with atomic.atomic_path(model_path, suffix=".keras") as tmp:
+        model.save(tmp)  # reused by the robustness benchmarks
     return {
+        "model_path": os.path.relpath(model_path, os.path.dirname(os.path.abspath(__file__))),
         "dataset": dataset,
         "system": system,
         "epochs": args.epochs,
@@ -96,7 +100,8 @@ def main():
             path = os.path.join(args.out, f"{dataset}-{system}-e{args.epochs}.json")
             if not os.path.exists(path):
                 print(f"== {dataset} {system}", flush=True)
-                atomic.write_json(path, run_one(dataset, system, args))
+                model_path = os.path.join(args.out, "models", f"{dataset}-{system}-e{args.epochs}.keras")
+                atomic.write_json(path, run_one(dataset, system, args, model_path))
             with open(path) as f:
                 results.append(json.load(f))
             with atomic.atomic_path(os.path.join(args.out, f"table-e{args.epochs}.md")) as tmp:

@@ -61,6 +61,9 @@ class GaussianBottleneck(keras.layers.Layer):
         self.scale_dense = keras.layers.Dense(latent_dim, name="pre_scale")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kl_tracker = keras.metrics.Mean(name=f"{self.name}_kl")
+        # Switched off (at trace time) by adversarial training while it crafts
+        # examples, so the metric reports the KL of the batch trained on.
+        self.track_kl = True
 
     def build(self, input_shape):
         self.loc_dense.build(input_shape)
@@ -103,7 +106,8 @@ class GaussianBottleneck(keras.layers.Layer):
     def call(self, inputs, training=None):
         loc, scale = self.posterior_params(inputs)
         kl = ops.mean(self.kl_divergence(loc, scale))
-        self.kl_tracker.update_state(kl)
+        if self.track_kl:
+            self.kl_tracker.update_state(kl)
         self.add_loss(self.beta * kl)
         if training:
             noise = keras.random.normal(

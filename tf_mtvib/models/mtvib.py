@@ -62,6 +62,9 @@ class MultiTaskVIB(keras.Model):
     inference with a bottleneck of `num_samples = S > 1` the classification
     output is `log(mean_s softmax(logits_s))` over S latent samples (Alemi et
     al.'s prediction), so `softmax` of it is the averaged probability.
+    `call(x, latent_samples=S)` does the same for any S for one call
+    (`latent_samples=1` is one random draw: the sampled model that attacks
+    average gradients over); it does not change training.
 
     While training, `fit` reports `<task>_loss`, `<task>_accuracy`,
     `joint_accuracy` (all classification tasks right), `<task>_sigma` for
@@ -158,7 +161,7 @@ class MultiTaskVIB(keras.Model):
         task_name = task_name or self.task_names[0]
         return self._branch(self.encoder, task_name)(inputs, training=training)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, latent_samples=None):
         codes = {}
         outputs = {}
         for task in self.tasks:
@@ -172,8 +175,11 @@ class MultiTaskVIB(keras.Model):
                 else:
                     z = bottleneck(features, training=training)
                     samples = None
-                    if not training and bottleneck.num_samples > 1:
-                        samples = bottleneck.sample(features)
+                    num_samples = latent_samples or (
+                        bottleneck.num_samples if bottleneck.num_samples > 1 else None
+                    )
+                    if not training and num_samples:
+                        samples = bottleneck.sample(features, num_samples)
                     codes[key] = (z, samples)
             z, samples = codes[key]
             decoder = self.decoders[task.name]

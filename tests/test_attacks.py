@@ -1,0 +1,162 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_mtvib as tm
+from tf_mtvib import attacks
+from tf_mtvib.attacks import gradients as g
+from tf_mtvib.data.pipeline import make_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(sample_data):
+    """MTVIB after one epoch on the embedded sample (about 70 % per task)."""
+    keras.utils.set_random_seed(0)
+    model = tm.build_mtvib(sample_data.tasks, seed=0)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(make_dataset(sample_data.x_train, sample_data.y_train, 50, shuffle=True, seed=0), epochs=1, verbose=0)
+    x = sample_data.x_test[:200]
+    y = {k: v[:200] for k, v in sample_data.y_test.items()}
+    return model, x, y
+
+
+ATTACK_CALLS = {
+    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
+    "pgd": lambda m, x, y, eps, norm: attacks.projected_gradient_descent(
+        m, x, y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
+    ),
+    "mim": lambda m, x, y, eps, norm: attacks.momentum_iterative_method(
+        m, x, y, eps=eps, eps_iter=eps / 5, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_CALLS))
+def test_attacks_stay_in_range_and_ball_leave_input_unchanged_and_eps0_is_identity(name, trained):
+    model, x, y = trained
+    x, y = x[:16], {k: v[:16] for k, v in y.items()}
+    original = x.copy()
+    for norm, eps in ((np.inf, 0.1), (2, 1.5)):
+        adversarial = ATTACK_CALLS[name](model, x, y, eps, norm).numpy()
+        assert adversarial.dtype == x.dtype and adversarial.shape == x.shape
+        assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+        delta = (adversarial - x).reshape(len(x), -1)
+        size = np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)
+        assert np.all(size <= eps + 1e-5), size.max()
+        assert size.max() > 0.5 * eps  # it did move
+    np.testing.assert_array_equal(x, original)
+    np.testing.assert_array_equal(ATTACK_CALLS[name](model, x, y, 0.0, np.inf).numpy(), x)
+
+
+def test_accuracy_falls_with_eps_pgd_beats_fgsm_and_large_eps_reaches_chance(trained):
+    model, x, y = trained
+    fgsm = [attacks.adversarial_accuracy(model, x, y, "fgsm", eps)["joint"] for eps in (0.0, 0.05, 0.1, 0.2)]
+    assert fgsm[0] > 0.3, fgsm  # clean joint accuracy of the trained model
+    assert all(later <= earlier + 0.01 for earlier, later in zip(fgsm, fgsm[1:])), fgsm
+    assert fgsm[-1] < fgsm[0] - 0.2, fgsm
+    for task in ("top_left", "bottom_right"):
+        single = attacks.adversarial_accuracy(model, x, y, "fgsm", 0.1)[task]
+        iterative = attacks.adversarial_accuracy(model, x, y, "pgd", 0.1, nb_iter=10)[task]
+        momentum = attacks.adversarial_accuracy(model, x, y, "mim", 0.1, nb_iter=10)[task]
+        assert iterative <= single + 0.01 and momentum <= single + 0.01, (single, iterative, momentum)
+    strong = attacks.adversarial_accuracy(model, x, y, "pgd", 0.5, nb_iter=10)
+    assert strong["top_left"] <= 0.15 and strong["bottom_right"] <= 0.15, strong
+
+
+def test_single_task_attack_hurts_its_task_more_than_the_multitask_attack(trained):
+    model, x, y = trained
+    for task in ("top_left", "bottom_right"):
+        alone = attacks.adversarial_accuracy(model, x, y, "fgsm", 0.1, tasks=[task])[task]
+        joint = attacks.adversarial_accuracy(model, x, y, "fgsm", 0.1, tasks=["top_left", "bottom_right"])[task]
+        assert alone < joint, (task, alone, joint)
+
+
+def test_gradient_matches_finite_differences():
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(7, activation="tanh")(inputs)
+    model = keras.Model(inputs, {"a": keras.layers.Dense(3)(hidden), "b": keras.layers.Dense(4)(hidden)})
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    labels = {"a": np.array([0, 2, 1]), "b": np.array([3, 0, 1])}
+    gradient, _ = g.loss_gradient(model, tf.constant(x), labels, ("a", "b"), (0.7, 1.3))
+
+    def objective(x64):
+        return g.attack_objective(model(tf.constant(x64, tf.float32)), labels, ("a", "b"), (0.7, 1.3)).numpy().astype("float64")
+
+    step = 1e-2
+    numeric = np.zeros_like(x, dtype="float64")
+    for i in range(5):
+        shift = np.zeros_like(x)
+        shift[:, i] = step
+        numeric[:, i] = (objective(x + shift) - objective(x - shift)) / (2 * step)
+    np.testing.assert_allclose(gradient.numpy(), numeric, rtol=2e-2, atol=2e-4)
+
+
+def test_eot_lowers_the_variance_of_the_sampled_gradient(sample_data):
+    model = tm.build_mtvib(sample_data.tasks, seed=3)
+    model.bottleneck.scale_dense.bias.assign(np.full(256, 5.0, "float32"))  # visible latent noise
+    x = tf.constant(sample_data.x_test[:4])
+    labels = {k: v[:4] for k, v in sample_data.y_test.items()}
+    fn = g.model_callable(model, stochastic=True)
+    tasks, weights = ("top_left", "bottom_right"), (1.0, 1.0)
+
+    def spread(eot):
+        draws = np.stack([g.loss_gradient(fn, x, labels, tasks, weights, eot_samples=eot)[0].numpy() for _ in range(8)])
+        return draws.var(axis=0).mean()
+
+    assert spread(8) < 0.4 * spread(1)
+
+
+def test_same_seed_repeats_pgd_and_another_differs(trained):
+    model, x, y = trained
+    x, y = x[:8], {k: v[:8] for k, v in y.items()}
+    run = lambda seed: attacks.projected_gradient_descent(  # noqa: E731
+        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=seed
+    ).numpy()
+    np.testing.assert_array_equal(run(5), run(5))
+    assert not np.array_equal(run(5), run(6))
+    restarts = attacks.projected_gradient_descent(
+        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=5, restarts=3
+    )
+    assert restarts.shape == x.shape
+
+
+def test_bad_arguments_are_named(trained):
+    model, x, y = trained
+    x, y = x[:4], {k: v[:4] for k, v in y.items()}
+    cases = [
+        (lambda: attacks.fast_gradient_method(model, x, y, eps=-0.1), "eps"),
+        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, norm=1), "norm"),
+        (lambda: attacks.projected_gradient_descent(model, x, y, eps=0.1, eps_iter=0.2), "eps_iter"),
+        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, tasks=["middle"]), "middle"),
+        (lambda: attacks.fast_gradient_method(model, x + 2.0, y, eps=0.1, clip_min=0.0, clip_max=1.0), "clip_max"),
+        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, task_weights=[1.0]), "task_weights"),
+        (lambda: attacks.momentum_iterative_method(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=0), "nb_iter"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+def test_vulnerability_is_the_mean_per_example_gradient_norm(trained, tmp_path):
+    model, x, y = trained
+    x, y = x[:32], {k: v[:32] for k, v in y.items()}
+    norms = attacks.gradient_norms(model, x, y, tasks=["top_left", "bottom_right"], batch_size=10)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        outputs = model(xt, training=False)
+        loss = tf.add_n([
+            tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t]))
+            for t in ("top_left", "bottom_right")
+        ])
+    expected = np.linalg.norm(tape.gradient(loss, xt).numpy().reshape(32, -1), axis=1)
+    np.testing.assert_allclose(norms, expected, rtol=1e-4)
+    measure = attacks.vulnerability(model, x, y, [["top_left"], ["top_left", "bottom_right"]])
+    assert set(measure) == {"top_left", "top_left+bottom_right"}
+
+    rows = attacks.robustness_sweep(model, x, y, eps_values=(0.0, 0.1), task_sets=[["top_left"]], mc_samples=4, eot_samples=2)
+    assert {(r["mode"], r["eps"]) for r in rows} == {("mean", 0.0), ("mean", 0.1), ("sampled", 0.0), ("sampled", 0.1)}
+    attacks.write_sweep(rows, tmp_path)
+    assert (tmp_path / "robustness.png").stat().st_size > 1000
+    assert (tmp_path / "robustness.csv").read_text().startswith("attack,tasks,mode,eps,accuracy_bottom_right")
