@@ -10,6 +10,7 @@ from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting
 from tf_mtvib.models import backbones
 from tf_mtvib.tasks import Task, as_tasks
+from tf_mtvib.training.adversarial import AdversarialTraining
 
 SYSTEMS = ("stl", "stvib", "gs", "uwl", "mtvib")
 
@@ -78,6 +79,8 @@ class MultiTaskVIB(keras.Model):
         weighting: `UncertaintyWeighting` or `FixedWeighting`. Default value:
             `None`, meaning equal weights 1.
         input_shape: shape of one input example, used to validate data.
+        adversarial: an `AdversarialTraining` to train on attacked batches
+            (MTRobust Sec. 5.5). Default value: `None`.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class MultiTaskVIB(keras.Model):
         bottleneck=None,
         weighting=None,
         input_shape=None,
+        adversarial=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,6 +114,9 @@ class MultiTaskVIB(keras.Model):
             )
         if not self.weighting.built:
             self.weighting.build(None)
+        if isinstance(adversarial, dict):
+            adversarial = AdversarialTraining.from_config(adversarial)
+        self.adversarial = adversarial
 
         # === Metrics ===
         self._loss_fns = {t.name: t.loss_fn() for t in self.tasks}
@@ -210,6 +217,16 @@ class MultiTaskVIB(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def train_step(self, data):
+        if self.adversarial is not None:
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            # Crafting calls the model too; the training call below comes last,
+            # so its add_loss terms (the KL of the batch trained on) are the
+            # ones compute_loss sees.
+            x = self.adversarial.perturb_batch(self, x, validation.labels_as_dict(y, self.tasks))
+            data = keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+        return super().train_step(data)
+
     def compile_from_config(self, config):
         # Keras skips compile() on load for models that override it.
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -291,6 +308,7 @@ class MultiTaskVIB(keras.Model):
             "bottleneck": None if self.bottleneck is None else _serialize(self.bottleneck),
             "weighting": _serialize(self.weighting),
             "input_shape": None if self.example_shape is None else list(self.example_shape),
+            "adversarial": None if self.adversarial is None else self.adversarial.get_config(),
         }
 
     @classmethod
@@ -325,6 +343,7 @@ def build_model(
     task_weights=None,
     num_samples=1,
     seed=None,
+    adversarial=None,
 ):
     """Builds one of the five systems of MTVIB Sec. VI-B with Tables I-II.
 
@@ -340,6 +359,7 @@ def build_model(
         task_weights: GS weights, one per task. Default value: equal weights.
         num_samples: latent samples averaged at inference (1 = mean code).
         seed: seed of the bottleneck noise.
+        adversarial: optional `AdversarialTraining` settings.
 
     Returns:
         An uncompiled `MultiTaskVIB`.
@@ -391,6 +411,7 @@ def build_model(
         bottleneck=bottleneck,
         weighting=weighting,
         input_shape=input_shape,
+        adversarial=adversarial,
         name=system,
     )
     model.build((None,) + tuple(input_shape))

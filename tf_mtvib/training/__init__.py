@@ -1,1 +1,2 @@
+from tf_mtvib.training.adversarial import AdversarialTraining
 from tf_mtvib.training.callbacks import EpochCheckpoint
