@@ -68,3 +68,24 @@ def test_missing_data_names_what_was_tried_and_writes_nothing(tmp_path, capsys):
 def test_bad_arguments_are_named(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(argv)
+
+
+def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
+    run = tmp_path / "adv"
+    args = ["train", "--epochs", "1", "--out", str(run), "--adversarial", "pgd", "--adv-steps", "2", "--adv-tasks", "top_left", *SMALL]
+    assert cli.main(args) == 0
+    assert json.loads((run / "config.json").read_text())["adversarial"] == "pgd"
+    capsys.readouterr()
+    assert cli.main(["attack", str(run), "--attack", "pgd", "--eps", "0.1", "--nb-iter", "3", "--tasks", "top_left"]) == 0
+    assert "PGD eps=0.1 on top_left" in capsys.readouterr().out
+    out = tmp_path / "sweep"
+    assert cli.main(
+        ["robustness", str(run), "--eps", "0", "0.1", "--task-sets", "top_left", "top_left,bottom_right",
+         "--modes", "mean", "--num-test", "20", "--out", str(out)]
+    ) == 0
+    rows = json.loads((out / "robustness.json").read_text())
+    assert len(rows) == 4 and {r["tasks"] for r in rows} == {"top_left", "top_left+bottom_right"}
+    assert (out / "robustness.png").is_file() and (out / "robustness.csv").is_file()
+    assert set(json.loads((out / "vulnerability.json").read_text())) == {"top_left", "top_left+bottom_right"}
+    assert cli.main(["attack", str(run), "--tasks", "middle"]) == 2
+    assert "middle" in capsys.readouterr().err

@@ -33,6 +33,32 @@ def _parser():
     train.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>)")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     train.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 or 2")
+    train.add_argument("--adversarial", choices=("pgd", "fgsm"), default=None, help="train on attacked batches (MTRobust 5.5)")
+    train.add_argument("--adv-eps", type=float, default=0.1, help="L-inf radius of the training attack")
+    train.add_argument("--adv-steps", type=int, default=7, help="PGD steps of the training attack")
+    train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
+    train.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch attacked")
+
+    attack = sub.add_parser("attack", help="per-task and joint accuracy of a run under one attack")
+    attack.add_argument("run_dir")
+    attack.add_argument("--attack", choices=("fgsm", "pgd", "mim"), default="fgsm")
+    attack.add_argument("--eps", type=float, default=0.1)
+    attack.add_argument("--nb-iter", type=int, default=10, help="steps of PGD / MIM")
+    attack.add_argument("--tasks", nargs="+", default=None, help="attacked tasks (default: all)")
+    attack.add_argument("--sampled", action="store_true", help="attack (EOT) and score the sampled model")
+    attack.add_argument("--num-test", type=int, default=None, help="test images used (default: all)")
+    attack.add_argument("--batch-size", type=int, default=500)
+
+    robustness = sub.add_parser("robustness", help="accuracy against eps per attack and attacked task set")
+    robustness.add_argument("run_dir")
+    robustness.add_argument("--attacks", nargs="+", choices=("fgsm", "pgd", "mim"), default=["fgsm"])
+    robustness.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30])
+    robustness.add_argument("--nb-iter", type=int, default=10)
+    robustness.add_argument("--task-sets", nargs="+", default=None, help="attacked task sets, tasks joined by ',' (default: each task and all)")
+    robustness.add_argument("--modes", nargs="+", choices=("mean", "sampled"), default=None, help="model modes scored (default: both when variational)")
+    robustness.add_argument("--num-test", type=int, default=None)
+    robustness.add_argument("--batch-size", type=int, default=500)
+    robustness.add_argument("--out", default=None, help="folder for the table and plot (default RUN_DIR/robustness)")
 
     evaluate = sub.add_parser("evaluate", help="per-task and joint accuracy of a finished run")
     evaluate.add_argument("run_dir")
@@ -68,7 +94,7 @@ def _load_data(config):
 
 
 def train(args):
-    _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test")
+    _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test", "adv_eps", "adv_steps")
     if args.beta < 0:
         raise SystemExit(f"tf-mtvib: --beta must be >= 0, received {args.beta}.")
     out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
@@ -95,9 +121,19 @@ def train(args):
     from tf_mtvib.data.pipeline import make_dataset
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.models import build_model
-    from tf_mtvib.training import EpochCheckpoint
+    from tf_mtvib.training import AdversarialTraining, EpochCheckpoint
 
+    adversarial = None
+    if args.adversarial:
+        adversarial = AdversarialTraining(
+            args.adversarial, eps=args.adv_eps, nb_iter=args.adv_steps, fraction=args.adv_fraction,
+            tasks=args.adv_tasks, seed=args.seed,
+        )
     data = _load_data(config)  # validated before anything is written
+    if args.adv_tasks:
+        unknown = sorted(set(args.adv_tasks) - {t.name for t in data.tasks})
+        if unknown:
+            raise ValueError(f"--adv-tasks names unknown task(s) {unknown}; the tasks are {[t.name for t in data.tasks]}.")
     keras.utils.set_random_seed(args.seed)
     model, state = (None, None)
     if not args.overwrite:
@@ -111,6 +147,7 @@ def train(args):
             beta=args.beta,
             task_weights=args.task_weights,
             seed=args.seed,
+            adversarial=adversarial,
         )
         model.compile(optimizer=keras.optimizers.Adam(args.lr))
         state = {"epoch": 0, "history": {}}
@@ -150,21 +187,94 @@ def train(args):
     return 0
 
 
-def evaluate(args):
-    _positive(args, "mc_samples", "batch_size")
-    model_path = os.path.join(args.run_dir, "model.keras")
-    config_path = os.path.join(args.run_dir, "config.json")
+def _load_run(run_dir):
+    model_path = os.path.join(run_dir, "model.keras")
+    config_path = os.path.join(run_dir, "config.json")
     for path in (model_path, config_path):
         if not os.path.isfile(path):
-            raise SystemExit(f"tf-mtvib: {args.run_dir} is not a finished run: {path} is missing.")
+            raise SystemExit(f"tf-mtvib: {run_dir} is not a finished run: {path} is missing.")
     import keras
-
-    from tf_mtvib.data import atomic
-    from tf_mtvib.evaluation import task_accuracies
 
     with open(config_path) as f:
         config = json.load(f)
-    model = keras.models.load_model(model_path)
+    return keras.models.load_model(model_path), config
+
+
+def _test_split(config, num_test):
+    data = _load_data(config)
+    x, y = data.x_test, data.y_test
+    if num_test:
+        x, y = x[:num_test], {k: v[:num_test] for k, v in y.items()}
+    return x, y
+
+
+def _check_tasks(model, tasks, flag):
+    unknown = sorted(set(tasks) - set(model.task_names))
+    if unknown:
+        raise ValueError(f"{flag} names unknown task(s) {unknown}; the model's tasks are {model.task_names}.")
+
+
+def attack(args):
+    _positive(args, "eps", "nb_iter", "num_test", "batch_size")
+    model, config = _load_run(args.run_dir)
+    from tf_mtvib.attacks import adversarial_accuracy
+
+    if args.tasks:
+        _check_tasks(model, args.tasks, "--tasks")
+    if args.sampled and not model.bottlenecks:
+        raise ValueError(f"--sampled needs a variational model; {config['model']} has no bottleneck.")
+    x, y = _test_split(config, args.num_test)
+    accuracies = adversarial_accuracy(
+        model, x, y, args.attack, args.eps, tasks=args.tasks, batch_size=args.batch_size,
+        sampled=args.sampled, nb_iter=args.nb_iter,
+    )
+    attacked = ", ".join(args.tasks or model.task_names)
+    mode = "sampled model" if args.sampled else "mean code"
+    _print_accuracies(f"{args.attack.upper()} eps={args.eps} on {attacked} ({mode}, {len(x)} test images):", accuracies)
+    return 0
+
+
+def robustness(args):
+    if any(e < 0 for e in args.eps):
+        raise SystemExit(f"tf-mtvib: --eps values must be >= 0, received {args.eps}.")
+    _positive(args, "nb_iter", "num_test", "batch_size")
+    model, config = _load_run(args.run_dir)
+    from tf_mtvib.attacks import robustness_sweep, vulnerability, write_sweep
+
+    task_sets = None
+    if args.task_sets:
+        task_sets = [s.split(",") for s in args.task_sets]
+        for task_set in task_sets:
+            _check_tasks(model, task_set, "--task-sets")
+    modes = None
+    if args.modes:
+        if "sampled" in args.modes and not model.bottlenecks:
+            raise ValueError(f"--modes sampled needs a variational model; {config['model']} has no bottleneck.")
+        modes = [m == "sampled" for m in args.modes]
+    x, y = _test_split(config, args.num_test)
+    rows = robustness_sweep(
+        model, x, y, eps_values=args.eps, attacks=args.attacks, task_sets=task_sets, sampled=modes,
+        batch_size=args.batch_size, nb_iter=args.nb_iter,
+    )
+    out = args.out or os.path.join(args.run_dir, "robustness")
+    write_sweep(rows, out, title=f"{config['model']} on {config['dataset']}")
+    sets = task_sets or [[t] for t in model.task_names] + [model.task_names]
+    from tf_mtvib.data import atomic
+
+    atomic.write_json(os.path.join(out, "vulnerability.json"), vulnerability(model, x, y, sets, batch_size=args.batch_size))
+    for r in rows:
+        accuracy = "  ".join(f"{k} {100 * v:5.1f}" for k, v in r["accuracy"].items())
+        print(f"{r['attack']:>4s} on {r['tasks']:<24s} {r['mode']:<7s} eps {r['eps']:.2f}: {accuracy}")
+    print(f"Table and plot: {out}/robustness.{{json,csv,png}}")
+    return 0
+
+
+def evaluate(args):
+    _positive(args, "mc_samples", "batch_size")
+    model, config = _load_run(args.run_dir)
+    from tf_mtvib.data import atomic
+    from tf_mtvib.evaluation import task_accuracies
+
     for bottleneck in getattr(model, "bottlenecks", []):
         bottleneck.num_samples = args.mc_samples
     data = _load_data(config)
@@ -181,7 +291,8 @@ def evaluate(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        return {"train": train, "evaluate": evaluate}[args.command](args)
+        commands = {"train": train, "evaluate": evaluate, "attack": attack, "robustness": robustness}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"tf-mtvib: error: {e}", file=sys.stderr)
         return 2
