@@ -1,0 +1,153 @@
+"""Robustness of the five systems (MTVIB Tables III-IV; MTRobust Sec. 5).
+
+Uses the models trained by clean_accuracy.py (benchmarks/out/clean_accuracy/models).
+For each data set and system, on the first --num-test test images:
+- the FGSM eta sweep 0..0.30 (mean code), attacking each task alone and both
+  tasks together; the paper's numbers sit beside the attack its Eq. 25 uses
+  (each task alone for the single-task systems STL / STVIB, the model's joint
+  loss for GS / UWL / MTVIB);
+- PGD-10 and MIM-10 at eps 0.05 and 0.10 on both tasks;
+- the vulnerability E_x ||d L_all / d x||_2 for one and for two attacked tasks;
+- attack throughput (adversarial images/s, batch 500) for FGSM and PGD-10 on MTVIB.
+
+    python benchmarks/robustness.py --data-dir ../shared/data --num-test 2000
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tf_mtvib  # noqa: E402,F401
+from paper_tables import ETAS, TABLES  # noqa: E402
+from tf_mtvib import attacks  # noqa: E402
+from tf_mtvib.data import atomic  # noqa: E402
+from tf_mtvib.data.pipeline import load_task_data  # noqa: E402
+from tf_mtvib.models import SYSTEMS  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TASKS = ("top_left", "bottom_right")
+
+
+def evaluate_model(model, x, y):
+    rows = attacks.robustness_sweep(
+        model, x, y, eps_values=ETAS, attacks=("fgsm",), task_sets=[["top_left"], ["bottom_right"], list(TASKS)], sampled=[False]
+    )
+    for name in ("pgd", "mim"):
+        rows += attacks.robustness_sweep(model, x, y, eps_values=(0.05, 0.10), attacks=(name,), task_sets=[list(TASKS)], sampled=[False], nb_iter=10)
+    measure = attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], list(TASKS)])
+    return {"rows": rows, "vulnerability": measure}
+
+
+def throughput(model, x, y, batch=500):
+    x, y = x[:batch], {k: v[:batch] for k, v in y.items()}
+    result = {}
+    for name, call in (
+        ("fgsm", lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, clip_min=0.0, clip_max=1.0)),
+        ("pgd10", lambda: attacks.projected_gradient_descent(model, x, y, eps=0.1, eps_iter=0.025, nb_iter=10, clip_min=0.0, clip_max=1.0, seed=0)),
+    ):
+        call().numpy()  # trace
+        start = time.perf_counter()
+        for _ in range(3):
+            call().numpy()
+        result[name] = 3 * batch / (time.perf_counter() - start)
+    return result
+
+
+def fgsm_row(rows, task_set, task):
+    chosen = sorted((r for r in rows if r["attack"] == "fgsm" and r["tasks"] == task_set), key=lambda r: r["eps"])
+    return [100 * r["accuracy"][task] for r in chosen]
+
+
+def tables(results, num_test):
+    lines = []
+    for dataset in TABLES:
+        entries = {s: results[(d, s)] for (d, s) in results if d == dataset}
+        if not entries:
+            continue
+        lines += [f"### {dataset}: FGSM, test accuracy (%) per eta {list(ETAS)} ({num_test} test images)", ""]
+        lines += ["| system | task | attack | ours | paper |", "| --- | --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            if system not in entries:
+                continue
+            rows = entries[system]["rows"]
+            for task in TASKS:
+                paper = " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
+                for task_set in (task, "+".join(TASKS)):
+                    ours = " / ".join(f"{v:.1f}" for v in fgsm_row(rows, task_set, task))
+                    label = "that task" if task_set == task else "both tasks"
+                    used = (system in ("stl", "stvib")) == (task_set == task)
+                    lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
+        lines += ["", f"### {dataset}: iterative attacks on both tasks, joint / top-left / bottom-right accuracy (%)", ""]
+        lines += ["| system | PGD-10 eps 0.05 | PGD-10 eps 0.10 | MIM-10 eps 0.05 | MIM-10 eps 0.10 | FGSM eps 0.10 |", "| --- | --- | --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            if system not in entries:
+                continue
+            rows = entries[system]["rows"]
+            cells = []
+            for name, eps in (("pgd", 0.05), ("pgd", 0.10), ("mim", 0.05), ("mim", 0.10), ("fgsm", 0.10)):
+                r = next(r for r in rows if r["attack"] == name and r["eps"] == eps and r["tasks"] == "+".join(TASKS))
+                a = r["accuracy"]
+                cells.append(f"{100 * a['joint']:.1f} / {100 * a['top_left']:.1f} / {100 * a['bottom_right']:.1f}")
+            lines.append(f"| {system.upper()} | " + " | ".join(cells) + " |")
+        lines += ["", f"### {dataset}: vulnerability E ||dL/dx||_2", "", "| system | top_left | bottom_right | both |", "| --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            if system in entries:
+                v = entries[system]["vulnerability"]
+                lines.append(f"| {system.upper()} | {v['top_left']:.3f} | {v['bottom_right']:.3f} | {v['top_left+bottom_right']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=os.path.join(HERE, "out", "clean_accuracy", "models"))
+    parser.add_argument("--epochs", type=int, default=2, help="which trained models (e<epochs>) to load")
+    parser.add_argument("--num-test", type=int, default=2000)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", default=os.path.join(HERE, "out", "robustness"))
+    args = parser.parse_args()
+    results = {}
+    for dataset in TABLES:
+        paths = sorted(glob.glob(os.path.join(args.models, f"{dataset}-*-e{args.epochs}.keras")))
+        if not paths:
+            continue
+        data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, seed=0)
+        x, y = data.x_test[: args.num_test], {k: v[: args.num_test] for k, v in data.y_test.items()}
+        for path in paths:
+            system = os.path.basename(path).split("-")[1]
+            target = os.path.join(args.out, f"{dataset}-{system}-e{args.epochs}-n{args.num_test}.json")
+            if not os.path.exists(target):
+                print(f"== {dataset} {system}", flush=True)
+                model = keras.models.load_model(path)
+                start = time.time()
+                result = evaluate_model(model, x, y)
+                result["seconds"] = time.time() - start
+                if system == "mtvib":
+                    result["throughput_batch500"] = throughput(model, x, y)
+                result["machine"] = f"{platform.machine()} {os.cpu_count()} CPUs"
+                atomic.write_json(target, result)
+            with open(target) as f:
+                results[(dataset, system)] = json.load(f)
+    text = tables(results, args.num_test)
+    with atomic.atomic_path(os.path.join(args.out, f"tables-e{args.epochs}-n{args.num_test}.md")) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+    print(text)
+    for (dataset, system), r in results.items():
+        if "throughput_batch500" in r:
+            print(dataset, system, "adversarial images/s:", {k: round(v) for k, v in r["throughput_batch500"].items()})
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
