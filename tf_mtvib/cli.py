@@ -1,4 +1,4 @@
-"""`tf-mtvib` / `python -m tf_mtvib`: train and evaluate the paper's systems."""
+"""`tf-mtvib` / `python -m tf_mtvib`: train, evaluate and attack the paper's systems."""
 
 import argparse
 import json
