@@ -83,6 +83,10 @@ class UncertaintyWeighting(keras.layers.Layer):
         )
 
     @property
+    def num_tasks(self):
+        return len(self.task_kinds)
+
+    @property
     def sigmas(self):
         """The learned sigma_k = exp(s_k / 2), shape `(K,)`."""
         return ops.exp(0.5 * ops.convert_to_tensor(self.log_variances))

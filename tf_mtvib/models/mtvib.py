@@ -106,11 +106,10 @@ class MultiTaskVIB(keras.Model):
         if not isinstance(self.decoders, dict):
             raise ValueError("`decoders` must be a dict keyed by task name.")
         self.weighting = weighting or FixedWeighting(num_tasks=len(self.tasks))
-        expected = len(self.tasks)
-        got = len(getattr(self.weighting, "task_kinds", None) or [0] * self.weighting.num_tasks)
-        if got != expected:
+        if self.weighting.num_tasks != len(self.tasks):
             raise ValueError(
-                f"`weighting` combines {got} task losses but there are {expected} tasks."
+                f"`weighting` combines {self.weighting.num_tasks} task losses but there "
+                f"are {len(self.tasks)} tasks."
             )
         if not self.weighting.built:
             self.weighting.build(None)
@@ -251,10 +250,10 @@ class MultiTaskVIB(keras.Model):
             self.task_loss_trackers[task.name].update_state(task_loss)
             task_losses.append(task_loss)
         total = _replica_scale(self.weighting(task_losses))
-        for sigma_tracker, sigma in zip(
-            self.sigma_trackers.values(), ops.unstack(self.weighting.sigmas)
-        ) if self.sigma_trackers else ():
-            sigma_tracker.update_state(sigma)
+        if self.sigma_trackers:
+            sigmas = ops.unstack(self.weighting.sigmas)
+            for tracker, sigma in zip(self.sigma_trackers.values(), sigmas):
+                tracker.update_state(sigma)
         for layer_loss in self.losses:
             total = total + ops.cast(self._aggregate_additional_loss(layer_loss), "float32")
         return total
