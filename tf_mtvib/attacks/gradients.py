@@ -141,7 +141,8 @@ def random_start(shape, eps, norm, seed, dtype):
 
 
 def check_attack_args(x, eps, norm, clip_min, clip_max, eps_iter=None, nb_iter=None):
-    """Raises ValueError naming a bad argument (CleverHans asserts instead)."""
+    """Raises ValueError naming a bad argument (CleverHans asserts instead);
+    `x=None` skips the check of the input range."""
     if norm not in NORMS:
         raise ValueError(f"`norm` must be np.inf or 2, received norm={norm!r}.")
     if not eps >= 0:
@@ -152,6 +153,8 @@ def check_attack_args(x, eps, norm, clip_min, clip_max, eps_iter=None, nb_iter=N
         raise ValueError(f"`nb_iter` must be a positive int, received nb_iter={nb_iter!r}.")
     if clip_min is not None and clip_max is not None and not clip_min < clip_max:
         raise ValueError(f"`clip_min` must be below `clip_max`, received {clip_min!r} and {clip_max!r}.")
+    if x is None:
+        return
     low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
     if clip_min is not None and low < clip_min - 1e-6:
         raise ValueError(f"`x` has values down to {low}, below clip_min={clip_min}.")

@@ -42,7 +42,7 @@ class AdversarialTraining:
         if attack == "fgsm":
             nb_iter, eps_iter = 1, eps
         eps_iter = eps_iter if eps_iter is not None else min(eps, 2.5 * eps / nb_iter)
-        g.check_attack_args(tf.constant([clip_min]), eps, norm, clip_min, clip_max, eps_iter, nb_iter)
+        g.check_attack_args(None, eps, norm, clip_min, clip_max, eps_iter, nb_iter)
         self.attack = attack
         self.eps = float(eps)
         self.eps_iter = float(eps_iter)
