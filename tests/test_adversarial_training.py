@@ -29,6 +29,7 @@ def test_trains_on_attacked_batch_and_reports_its_kl(sample_data):
     must report the KL of the attacked batch, not of the clean one nor of the
     crafting passes."""
     x, y = _batch(sample_data)
+    keras.utils.set_random_seed(0)
     model = tm.build_mtvib(sample_data.tasks, seed=0, adversarial=AdversarialTraining("fgsm", eps=3.0, norm=2, fraction=1.0))
     model.compile(keras.optimizers.SGD(0.0))
     # sigma near 0.7 instead of 0.007, so that the KL is led by the input-dependent mu.
@@ -42,7 +43,7 @@ def test_trains_on_attacked_batch_and_reports_its_kl(sample_data):
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     # Only now: training-mode calls move the BN statistics the crafting used.
     attacked_kl, clean_kl = batch_kl(expected_x), batch_kl(x)
-    assert abs(attacked_kl - clean_kl) > 1e-3 * abs(clean_kl), (attacked_kl, clean_kl)
+    assert abs(attacked_kl - clean_kl) > 1e-4 * abs(clean_kl), (attacked_kl, clean_kl)  # 10x the tolerance below
     np.testing.assert_allclose(history["bottleneck_kl"][0], attacked_kl, rtol=1e-5)
 
 

@@ -29,6 +29,8 @@ def test_kl_added_equals_closed_form_eq10_and_tfp():
     assert len(layer.losses) == 1
     np.testing.assert_allclose(float(layer.losses[0]), 0.25 * closed_form.mean(), rtol=1e-5)
     np.testing.assert_allclose(float(layer.kl_tracker.result()), closed_form.mean(), rtol=1e-5)
+    layer(x, training=False)  # inference calls leave the metric alone
+    np.testing.assert_allclose(float(layer.kl_tracker.result()), closed_form.mean(), rtol=1e-5)
 
 
 def test_kl_matches_monte_carlo_estimate():

@@ -5,7 +5,6 @@ Objective (MTRobust Eq. 1; MTVIB Eq. 25 for one task): for attacked tasks C,
 `L_all(x) = sum_{c in C} lambda_c * L_c(f(x)_c, y_c)`, per example.
 """
 
-import contextlib
 import weakref
 
 import keras
@@ -196,20 +195,6 @@ def compiled(model, key, builder):
 
 def seed_tensor(seed_generator):
     return tf.cast(seed_generator.next(), tf.int32)
-
-
-@contextlib.contextmanager
-def untracked_kl(model):
-    """While tracing attack steps inside training, keep the bottlenecks' KL
-    metric for the batch that is trained on."""
-    bottlenecks = getattr(model, "bottlenecks", [])
-    for b in bottlenecks:
-        b.track_kl = False
-    try:
-        yield
-    finally:
-        for b in bottlenecks:
-            b.track_kl = True
 
 
 def setup(model_fn, x, y, tasks, task_weights, stochastic):

@@ -26,7 +26,8 @@ class GaussianBottleneck(keras.layers.Layer):
     While training, `call` returns `z = mu + sigma * eps`, `eps ~ N(0, I)`
     (the reparameterization of Eq. 9); at inference it returns `mu`. Every
     call adds `beta * mean_batch KL(q(z|x) || N(0, I))` (Eq. 10) with
-    `add_loss` and records the unweighted KL in the metric `<name>_kl`.
+    `add_loss`; training calls also record the unweighted KL in the metric
+    `<name>_kl`.
 
     Args:
         latent_dim: dimension d of z.
@@ -61,9 +62,6 @@ class GaussianBottleneck(keras.layers.Layer):
         self.scale_dense = keras.layers.Dense(latent_dim, name="pre_scale")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kl_tracker = keras.metrics.Mean(name=f"{self.name}_kl")
-        # Switched off (at trace time) by adversarial training while it crafts
-        # examples, so the metric reports the KL of the batch trained on.
-        self.track_kl = True
 
     def build(self, input_shape):
         self.loc_dense.build(input_shape)
@@ -106,7 +104,9 @@ class GaussianBottleneck(keras.layers.Layer):
     def call(self, inputs, training=None):
         loc, scale = self.posterior_params(inputs)
         kl = ops.mean(self.kl_divergence(loc, scale))
-        if self.track_kl:
+        if training:
+            # Only training calls: inference calls (attacks crafting examples,
+            # exported serving functions) must not touch metric variables.
             self.kl_tracker.update_state(kl)
         self.add_loss(self.beta * kl)
         if training:

@@ -69,11 +69,10 @@ class AdversarialTraining:
             start = g.random_start(tf.shape(head), self.eps, self.norm, g.seed_tensor(self.seed_generator), head.dtype)
         else:
             start = tf.zeros_like(head)
-        with g.untracked_kl(model):
-            adversarial, _ = pgd_iterations(
-                g.model_callable(model), head, labels, self.eps, self.eps_iter, self.nb_iter, self.norm,
-                self.clip_min, self.clip_max, tasks, weights, kinds, False, 1, start,
-            )
+        adversarial, _ = pgd_iterations(
+            g.model_callable(model), head, labels, self.eps, self.eps_iter, self.nb_iter, self.norm,
+            self.clip_min, self.clip_max, tasks, weights, kinds, False, 1, start,
+        )
         return tf.concat([tf.stop_gradient(adversarial), x[count:]], axis=0)
 
     def get_config(self):
