@@ -26,35 +26,20 @@ CONFIGS = {
 }
 
 
-def training_flops_per_image(model, input_shape):
+def training_flops_per_image(model):
     """3 x forward FLOPs of the Conv2D and Dense layers of one example."""
     import keras
     import numpy as np
 
     forward = 0
-    for layer in _leaf_layers(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.Conv2D):
-            out_h, out_w = layer.output.shape[1:3] if _has_output(layer) else (None, None)
+            out_h, out_w = layer.output.shape[1:3]
             kh, kw = layer.kernel_size
             forward += 2 * out_h * out_w * kh * kw * layer.kernel.shape[2] * layer.filters
         elif isinstance(layer, keras.layers.Dense):
             forward += 2 * int(np.prod(layer.kernel.shape))
     return 3 * forward
-
-
-def _has_output(layer):
-    try:
-        layer.output
-        return True
-    except (AttributeError, ValueError):
-        return False
-
-
-def _leaf_layers(layer):
-    children = getattr(layer, "_flatten_layers", None)
-    if children is None:
-        return [layer]
-    return [l for l in layer._flatten_layers(include_self=False, recursive=True) if not list(l._flatten_layers(include_self=False))]
 
 
 def matmul_ceiling(size=2048, repeats=5):
@@ -96,7 +81,7 @@ def child(config):
     images = epochs * (len(data.x_train) // 200) * 200
     return {
         "images_per_second": images / seconds,
-        "flops_per_image": training_flops_per_image(model, data.input_shape),
+        "flops_per_image": training_flops_per_image(model),
         "ceiling_gflops": matmul_ceiling(),
     }
 
