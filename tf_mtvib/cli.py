@@ -38,6 +38,37 @@ def _parser():
     train.add_argument("--adv-steps", type=int, default=7, help="PGD steps of the training attack")
     train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
     train.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch attacked")
+    _add_device_flags(train)
+
+    export = sub.add_parser("export", help="write a run's model as a TF Serving SavedModel version")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="model base folder; the export goes to OUT/<version>")
+    export.add_argument("--version", type=int, default=None, help="default: one more than the largest in OUT")
+    export.add_argument("--mc-samples", type=int, default=16, help="latent samples averaged by predict_mc")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --version")
+
+    tune = sub.add_parser("tune", help="keras-tuner search over MTVIB or GS settings; exports the best model")
+    tune.add_argument("--hypermodel", choices=("mtvib", "gs"), default="mtvib")
+    tune.add_argument("--tuner", choices=("random", "hyperband", "bayesian", "grid"), default="random")
+    tune.add_argument("--objective", choices=("joint", "robust"), default="joint",
+                      help="validation joint accuracy, clean or under FGSM at --robust-eps")
+    tune.add_argument("--robust-eps", type=float, default=0.1)
+    tune.add_argument("--lr", type=float, default=PAPER_DEFAULTS["lr"], help="learning rate of GS trials (MTVIB searches it)")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--epochs", type=int, default=2, help="epochs per trial (hyperband: the most per trial)")
+    tune.add_argument("--dataset", default="sample", choices=("sample", "multimnist", "multifashion", "mtfl"))
+    tune.add_argument("--data-dir", default=None)
+    tune.add_argument("--cache-dir", default=None)
+    tune.add_argument("--num-train", type=int, default=None)
+    tune.add_argument("--num-test", type=int, default=None)
+    tune.add_argument("--val-fraction", type=float, default=0.1, help="end of the training split held out for the objective")
+    tune.add_argument("--batch-size", type=int, default=PAPER_DEFAULTS["batch_size"])
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--out", default=None, help="search folder (default runs/tune-<hypermodel>-<dataset>)")
+    tune.add_argument("--overwrite", action="store_true", help="start the search again instead of resuming it")
+    tune.add_argument("--export", default=None, help="SavedModel base folder for the best model (default OUT/savedmodel)")
+    tune.add_argument("--verbose", default="0", help="Keras verbosity per trial: auto, 0, 1 or 2")
+    _add_device_flags(tune)
 
     attack = sub.add_parser("attack", help="per-task and joint accuracy of a run under one attack")
     attack.add_argument("run_dir")
@@ -65,6 +96,20 @@ def _parser():
     evaluate.add_argument("--mc-samples", type=int, default=1, help="latent samples averaged (1 = mean code)")
     evaluate.add_argument("--batch-size", type=int, default=500)
     return parser
+
+
+def _add_device_flags(parser):
+    parser.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="default",
+                        help="tf.distribute strategy; --batch-size is the global batch")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (GPUs)")
+
+
+def _device_setup(args):
+    from tf_mtvib import distribute
+
+    if args.mixed_precision:
+        distribute.set_mixed_precision(True)
+    return distribute.get_strategy(args.strategy)
 
 
 def _positive(args, *names):
@@ -98,7 +143,7 @@ def train(args):
     if args.beta < 0:
         raise SystemExit(f"tf-mtvib: --beta must be >= 0, received {args.beta}.")
     out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
-    config = {k: v for k, v in vars(args).items() if k not in ("command", "out", "overwrite", "verbose")}
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "out", "overwrite", "verbose", "strategy")}
     if config["data_dir"]:
         config["data_dir"] = os.path.abspath(config["data_dir"])
     if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
@@ -120,7 +165,6 @@ def train(args):
     from tf_mtvib.data import atomic
     from tf_mtvib.data.pipeline import make_dataset
     from tf_mtvib.evaluation import task_accuracies
-    from tf_mtvib.models import build_model
     from tf_mtvib.training import AdversarialTraining, EpochCheckpoint
 
     adversarial = None
@@ -135,27 +179,16 @@ def train(args):
         if unknown:
             raise ValueError(f"--adv-tasks names unknown task(s) {unknown}; the tasks are {[t.name for t in data.tasks]}.")
     keras.utils.set_random_seed(args.seed)
-    model, state = (None, None)
-    if not args.overwrite:
-        model, state = EpochCheckpoint.restore(checkpoint_dir)
-    if model is None:
-        model = build_model(
-            args.model,
-            data.tasks,
-            input_shape=data.input_shape,
-            latent_dim=args.latent_dim,
-            beta=args.beta,
-            task_weights=args.task_weights,
-            seed=args.seed,
-            adversarial=adversarial,
-        )
-        model.compile(optimizer=keras.optimizers.Adam(args.lr))
-        state = {"epoch": 0, "history": {}}
-    else:
+    strategy = _device_setup(args)
+    with strategy.scope():
+        model, state = _build_or_restore(args, data, adversarial, checkpoint_dir)
+    if state["epoch"]:
         print(f"Resuming {out} after epoch {state['epoch']}.")
     os.makedirs(out, exist_ok=True)
     atomic.write_json(saved_config, config)
 
+    if strategy.num_replicas_in_sync > 1:
+        print(f"Training on {strategy.num_replicas_in_sync} replicas, global batch {args.batch_size}.")
     train_ds = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
     test_ds = make_dataset(data.x_test, data.y_test, 500)
     checkpoint = EpochCheckpoint(checkpoint_dir, history=state["history"])
@@ -185,6 +218,30 @@ def train(args):
     _print_accuracies(f"{args.model} on {args.dataset} test split ({len(data.x_test)} images):", accuracies)
     print(f"Run folder: {out}")
     return 0
+
+
+def _build_or_restore(args, data, adversarial, checkpoint_dir):
+    import keras
+
+    from tf_mtvib.models import build_model
+    from tf_mtvib.training import EpochCheckpoint
+
+    if not args.overwrite:
+        model, state = EpochCheckpoint.restore(checkpoint_dir)
+        if model is not None:
+            return model, state
+    model = build_model(
+        args.model,
+        data.tasks,
+        input_shape=data.input_shape,
+        latent_dim=args.latent_dim,
+        beta=args.beta,
+        task_weights=args.task_weights,
+        seed=args.seed,
+        adversarial=adversarial,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    return model, {"epoch": 0, "history": {}}
 
 
 def _load_run(run_dir):
@@ -288,11 +345,87 @@ def evaluate(args):
     return 0
 
 
+def export(args):
+    _positive(args, "version", "mc_samples")
+    model, _ = _load_run(args.run_dir)
+    from tf_mtvib.export import export_savedmodel
+
+    path = export_savedmodel(model, args.out, version=args.version, mc_samples=args.mc_samples, overwrite=args.overwrite)
+    print(f"SavedModel: {path}")
+    return 0
+
+
+def _split_validation(data, fraction):
+    n_val = int(round(len(data.x_train) * fraction))
+    if not 0 < n_val < len(data.x_train):
+        raise ValueError(
+            f"--val-fraction {fraction} leaves no validation or no training examples of {len(data.x_train)}."
+        )
+    cut = len(data.x_train) - n_val
+    train = (data.x_train[:cut], {k: v[:cut] for k, v in data.y_train.items()})
+    val = (data.x_train[cut:], {k: v[cut:] for k, v in data.y_train.items()})
+    return train, val
+
+
+def tune(args):
+    _positive(args, "robust_eps", "lr", "max_trials", "epochs", "batch_size", "num_train", "num_test")
+    out = args.out or os.path.join("runs", f"tune-{args.hypermodel}-{args.dataset}")
+    config = {
+        "model": args.hypermodel, "dataset": args.dataset, "data_dir": args.data_dir and os.path.abspath(args.data_dir),
+        "cache_dir": args.cache_dir, "num_train": args.num_train, "num_test": args.num_test, "seed": args.seed,
+        "tuner": args.tuner, "objective": args.objective, "robust_eps": args.robust_eps,
+        "max_trials": args.max_trials, "epochs": args.epochs, "val_fraction": args.val_fraction,
+        "batch_size": args.batch_size,
+    }
+    data = _load_data(config)
+    (x_train, y_train), (x_val, y_val) = _split_validation(data, args.val_fraction)
+
+    import keras
+
+    from tf_mtvib import tuning
+    from tf_mtvib.data import atomic
+    from tf_mtvib.evaluation import task_accuracies
+    from tf_mtvib.export import export_savedmodel
+
+    keras.utils.set_random_seed(args.seed)
+    strategy = _device_setup(args)
+    common = dict(objective=args.objective, robust_eps=args.robust_eps, seed=args.seed)
+    if args.hypermodel == "mtvib":
+        hypermodel = tuning.MTVIBHyperModel(data.tasks, data.input_shape, **common)
+    else:
+        hypermodel = tuning.GSHyperModel(data.tasks, data.input_shape, learning_rate=args.lr, **common)
+    tuner = tuning.make_tuner(
+        hypermodel, args.tuner, max_trials=args.max_trials, directory=out, project_name="search",
+        overwrite=args.overwrite, max_epochs=args.epochs, seed=args.seed, distribution_strategy=strategy,
+    )
+    fit_kwargs = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
+    tuner.search(
+        x_train, y_train, validation_data=(x_val, y_val), batch_size=args.batch_size,
+        verbose=args.verbose if args.verbose == "auto" else int(args.verbose), **fit_kwargs,
+    )
+    best = tuner.get_best_models(1)[0]
+    accuracies = task_accuracies(best, data.x_test, data.y_test)
+    summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies}
+    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+        best.save(tmp)
+    atomic.write_json(os.path.join(out, "config.json"), config)
+    atomic.write_json(os.path.join(out, "tuning.json"), summary)
+    path = export_savedmodel(best, args.export or os.path.join(out, "savedmodel"))
+    top = summary["best"][0]
+    print(f"Best trial {top['trial_id']}: {tuning.OBJECTIVES[args.objective]} = {top['score']:.4f} with {top['hyperparameters']}")
+    _print_accuracies(f"Best model on the {args.dataset} test split ({len(data.x_test)} images):", accuracies)
+    print(f"Search folder: {out}\nSavedModel: {path}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        commands = {"train": train, "evaluate": evaluate, "attack": attack, "robustness": robustness}
+        commands = {
+            "train": train, "evaluate": evaluate, "attack": attack, "robustness": robustness,
+            "export": export, "tune": tune,
+        }
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"tf-mtvib: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ padding, which gives the flatten sizes of the tables:
 
 import keras
 
+from tf_mtvib.distribute import float32_output_dtype
 from tf_mtvib.layers.normalization import FusedBatchNormalization
 
 # PyTorch's BatchNorm default (momentum 0.1 there, 0.9 in Keras' convention):
@@ -94,7 +95,13 @@ def task_decoder(task, hidden_units, name):
     stack = []
     for i, units in enumerate(hidden_units, start=1):
         stack += dense_bn_relu(units, f"fc{i}")
-    stack.append(keras.layers.Dense(task.output_units, name="logits" if task.is_classification else "output"))
+    # Under a mixed policy the outputs (and so the losses) stay float32.
+    output_dtype = float32_output_dtype()
+    stack.append(
+        keras.layers.Dense(
+            task.output_units, name="logits" if task.is_classification else "output", dtype=output_dtype
+        )
+    )
     if len(task.output_shape) > 1:
-        stack.append(keras.layers.Reshape(task.output_shape, name="reshape"))
+        stack.append(keras.layers.Reshape(task.output_shape, name="reshape", dtype=output_dtype))
     return keras.Sequential(stack, name=name)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from tf_mtvib.data import validation
+from tf_mtvib.distribute import float32_output_dtype
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting
 from tf_mtvib.models import backbones
@@ -343,6 +344,7 @@ def build_model(
     num_samples=1,
     seed=None,
     adversarial=None,
+    weighting=None,
 ):
     """Builds one of the five systems of MTVIB Sec. VI-B with Tables I-II.
 
@@ -359,6 +361,9 @@ def build_model(
         num_samples: latent samples averaged at inference (1 = mean code).
         seed: seed of the bottleneck noise.
         adversarial: optional `AdversarialTraining` settings.
+        weighting: 'uncertainty' (learned, Eq. 22-23) or 'fixed' (GS
+            weights, equal by default). Default value: the system's own,
+            'uncertainty' for UWL / MTVIB and 'fixed' for the others.
 
     Returns:
         An uncompiled `MultiTaskVIB`.
@@ -366,8 +371,14 @@ def build_model(
     if system not in SYSTEMS:
         raise ValueError(f"`system` must be one of {SYSTEMS}, received system={system!r}.")
     tasks = as_tasks(tasks)
-    if task_weights is not None and system != "gs":
-        raise ValueError(f"`task_weights` applies to system='gs' only, received system={system!r}.")
+    if weighting is None:
+        weighting = "uncertainty" if system in ("uwl", "mtvib") else "fixed"
+    if weighting not in ("uncertainty", "fixed"):
+        raise ValueError(f"`weighting` must be 'uncertainty' or 'fixed', received weighting={weighting!r}.")
+    if task_weights is not None and weighting != "fixed":
+        raise ValueError(
+            f"`task_weights` needs fixed weights, received system={system!r} with weighting={weighting!r}."
+        )
     arch = _ARCHITECTURES[system]
     table = backbones.paper_table_for(input_shape)
     separate = system in ("stl", "stvib")
@@ -399,10 +410,11 @@ def build_model(
         t.name: backbones.task_decoder(t, arch["decoder"], name=f"decoder_{t.name}")
         for t in tasks
     }
-    if system in ("uwl", "mtvib"):
-        weighting = UncertaintyWeighting([t.kind for t in tasks], name="weighting")
+    loss_dtype = float32_output_dtype()
+    if weighting == "uncertainty":
+        weighting = UncertaintyWeighting([t.kind for t in tasks], name="weighting", dtype=loss_dtype)
     else:
-        weighting = FixedWeighting(task_weights, num_tasks=len(tasks), name="weighting")
+        weighting = FixedWeighting(task_weights, num_tasks=len(tasks), name="weighting", dtype=loss_dtype)
     model = MultiTaskVIB(
         tasks,
         encoder=encoder,
