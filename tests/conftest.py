@@ -4,6 +4,11 @@ import pathlib
 import pytest
 
 import tf_mtvib  # noqa: F401  (process settings before TensorFlow)
+from tf_mtvib import distribute
+
+# Two logical CPUs, so that MirroredStrategy runs with two replicas here; it
+# must happen before TensorFlow initializes its devices.
+distribute.split_cpu(2)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

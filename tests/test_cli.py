@@ -24,6 +24,11 @@ def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path
     assert cli.main(["evaluate", str(run), "--mc-samples", "4"]) == 0
     assert "4 latent samples" in capsys.readouterr().out
     assert (run / "eval-mc4.json").is_file()
+    base = tmp_path / "savedmodels" / "quick"
+    for version in ("1", "2"):
+        assert cli.main(["export", str(run), "--out", str(base), "--mc-samples", "4"]) == 0
+        assert (base / version / "saved_model.pb").is_file()
+    assert sorted(os.listdir(base)) == ["1", "2"]
 
     # A run interrupted after its first epoch: the checkpoint is there, the final model is not.
     os.remove(run / "model.keras")
