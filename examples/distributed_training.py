@@ -17,7 +17,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into this many devices")
 parser.add_argument("--mixed-precision", action="store_true")
 parser.add_argument("--global-batch", type=int, default=200)
-parser.add_argument("--epochs", type=int, default=1)
+parser.add_argument("--epochs", type=int, default=3)
 args = parser.parse_args()
 
 if args.cpu_replicas:

@@ -6,7 +6,6 @@ import tensorflow as tf
 import tf_mtvib as tm
 from tf_mtvib import attacks
 from tf_mtvib.attacks import gradients as g
-from tf_mtvib.data.pipeline import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,20 @@
 
 from tf_mtvib import _env  # noqa: F401  (must precede the TensorFlow import)
 
-from tf_mtvib.layers import FixedWeighting, GaussianBottleneck, UncertaintyWeighting
+from tf_mtvib.layers import (
+    AmortizedClassifier,
+    BayesianDense,
+    FixedWeighting,
+    GaussianBottleneck,
+    GumbelSoftmaxMixturePrior,
+    UncertaintyWeighting,
+)
 from tf_mtvib.models import (
     SYSTEMS,
+    VMTL,
+    MultiDomainClassifier,
     MultiTaskVIB,
+    build_vmtl_system,
     build_gs,
     build_model,
     build_mtvib,

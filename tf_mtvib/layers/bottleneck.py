@@ -36,9 +36,12 @@ class GaussianBottleneck(keras.layers.Layer):
             averages at inference (Alemi et al. use 12). Default value: `1`,
             which means the deterministic mean code is used.
         seed: int seed of the reparameterization noise. Default value: `None`.
+        scale_shift: the 5 of `softplus(rho - 5)`; `0` starts near sigma =
+            0.69, for KLs to priors other than N(0, I) that a near-zero
+            sigma would make huge (VMTL). Default value: `5.0`.
     """
 
-    def __init__(self, latent_dim, beta=1e-3, num_samples=1, seed=None, **kwargs):
+    def __init__(self, latent_dim, beta=1e-3, num_samples=1, seed=None, scale_shift=_SCALE_SHIFT, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(
@@ -56,6 +59,7 @@ class GaussianBottleneck(keras.layers.Layer):
         self.beta = beta
         self.num_samples = num_samples
         self.seed = seed
+        self.scale_shift = float(scale_shift)
 
         # === Layers ===
         self.loc_dense = keras.layers.Dense(latent_dim, name="loc")
@@ -70,7 +74,7 @@ class GaussianBottleneck(keras.layers.Layer):
     def posterior_params(self, inputs):
         """Returns `(mu, sigma)` of q(z|x), each `(batch, latent_dim)`."""
         loc = self.loc_dense(inputs)
-        scale = ops.softplus(self.scale_dense(inputs) - _SCALE_SHIFT) + _MIN_SCALE
+        scale = ops.softplus(self.scale_dense(inputs) - self.scale_shift) + _MIN_SCALE
         return loc, scale
 
     def kl_divergence(self, loc, scale):
@@ -126,4 +130,5 @@ class GaussianBottleneck(keras.layers.Layer):
             "beta": self.beta,
             "num_samples": self.num_samples,
             "seed": self.seed,
+            "scale_shift": self.scale_shift,
         }

@@ -9,3 +9,4 @@ from tf_mtvib.models.mtvib import (
     build_stvib,
     build_uwl,
 )
+from tf_mtvib.models.vmtl import VMTL, VMTL_SYSTEMS, MultiDomainClassifier, build_vmtl_system

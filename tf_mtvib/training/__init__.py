@@ -1,2 +1,2 @@
 from tf_mtvib.training.adversarial import AdversarialTraining
-from tf_mtvib.training.callbacks import EpochCheckpoint
+from tf_mtvib.training.callbacks import EpochCheckpoint, KLAnnealing, TemperatureAnnealing

@@ -39,3 +39,86 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with open(state_path) as f:
             state = json.load(f)
         return keras.models.load_model(model_path), state
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class KLAnnealing(keras.callbacks.Callback):
+    """Linear warm-up of a VMTL model's KL weight: `final * min(1, step / warmup_steps)`
+    at every training step (counted across epochs); the value at the end of
+    each epoch is logged as `kl_weight`.
+
+    Args:
+        warmup_steps: steps until the weight reaches `final`.
+        final: the weight after warm-up. Default value: `1.0`.
+    """
+
+    def __init__(self, warmup_steps, final=1.0):
+        super().__init__()
+        if not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(f"`warmup_steps` must be a positive int, received warmup_steps={warmup_steps!r}.")
+        if not final >= 0:
+            raise ValueError(f"`final` must be >= 0, received final={final!r}.")
+        self.warmup_steps = warmup_steps
+        self.final = float(final)
+        self.step = 0
+
+    def value(self, step):
+        return self.final * min(1.0, step / self.warmup_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.kl_weight.assign(self.value(self.step))
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = float(self.model.kl_weight.numpy())
+
+    def get_config(self):
+        return {"warmup_steps": self.warmup_steps, "final": self.final}
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class TemperatureAnnealing(keras.callbacks.Callback):
+    """Exponential decay of the Gumbel-softmax temperature of every
+    `GumbelSoftmaxMixturePrior` in the model: `max(floor, initial * rate^step)`
+    per training step; logged as `temperature` at the end of each epoch.
+
+    Args:
+        initial: tau at step 0. Default value: `1.0`.
+        rate: decay per step, in (0, 1]. Default value: `0.999`.
+        floor: smallest tau. Default value: `0.5`.
+    """
+
+    def __init__(self, initial=1.0, rate=0.999, floor=0.5):
+        super().__init__()
+        if not (initial > 0 and 0 < rate <= 1 and 0 < floor <= initial):
+            raise ValueError(
+                "TemperatureAnnealing needs initial > 0, 0 < rate <= 1 and 0 < floor <= initial, received "
+                f"initial={initial!r}, rate={rate!r}, floor={floor!r}."
+            )
+        self.initial, self.rate, self.floor = float(initial), float(rate), float(floor)
+        self.step = 0
+
+    def value(self, step):
+        return max(self.floor, self.initial * self.rate**step)
+
+    def _priors(self):
+        from tf_mtvib.layers.priors import GumbelSoftmaxMixturePrior
+
+        return [layer for layer in self.model._flatten_layers() if isinstance(layer, GumbelSoftmaxMixturePrior)]
+
+    def on_train_begin(self, logs=None):
+        self.priors = self._priors()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        tau = self.value(self.step)
+        for prior in self.priors:
+            prior.temperature.assign(tau)
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.priors:
+            logs["temperature"] = float(self.priors[0].temperature.numpy())
+
+    def get_config(self):
+        return {"initial": self.initial, "rate": self.rate, "floor": self.floor}

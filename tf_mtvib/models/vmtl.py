@@ -1,0 +1,549 @@
+"""VMTL (variational multi-task learning with Gumbel-softmax priors), VMTL-AC,
+and the comparison systems STL, VSTL and bMTL of the VMTL paper.
+
+The setting: T related tasks, each with its own examples, one shared label
+space of C classes. A batch mixes examples of every task:
+`x = {"images": (batch, ...), "task": (batch,) int task index}`, `y = (batch,)`
+class labels; `model(x)` returns the logits `(batch, C)` of each example's
+own task. `tf_mtvib.data.domains.make_domain_dataset` builds such batches.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tf_mtvib.layers.amortized import AmortizedClassifier
+from tf_mtvib.layers.bayesian import BayesianDense
+from tf_mtvib.layers.bottleneck import GaussianBottleneck
+from tf_mtvib.layers.priors import kl_to_mixture, mixture_prior, other_tasks
+
+PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
+CLASSIFIERS = ("bayesian", "amortized")
+VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
+
+
+def _replica_scale(value):
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+def _check_inputs(inputs, num_tasks):
+    if not isinstance(inputs, dict) or "images" not in inputs or "task" not in inputs:
+        raise ValueError(
+            "Multi-domain models take `x = {'images': ..., 'task': ...}` (task index per example), "
+            f"received {type(inputs).__name__}."
+        )
+    return inputs["images"], ops.cast(ops.reshape(inputs["task"], (-1,)), "int32")
+
+
+class _MultiDomainModel(keras.Model):
+    """Shared plumbing: per-task metrics, extractor sharing, config."""
+
+    def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"`num_tasks` must be a positive int, received num_tasks={num_tasks!r}.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an int >= 2, received num_classes={num_classes!r}.")
+        self.num_tasks = num_tasks
+        self.num_classes = num_classes
+        self.example_shape = tuple(input_shape) if input_shape is not None else None
+        self.task_names = list(task_names) if task_names else [f"task_{t}" for t in range(num_tasks)]
+        if len(self.task_names) != num_tasks:
+            raise ValueError(f"`task_names` must name {num_tasks} tasks, received {self.task_names}.")
+        if isinstance(extractor, (list, tuple)):
+            if len(extractor) != num_tasks:
+                raise ValueError(f"`extractor` must be one layer or {num_tasks} layers, received {len(extractor)}.")
+            extractor = list(extractor)
+        self.extractor = extractor
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.task_accuracy_trackers = [
+            keras.metrics.SparseCategoricalAccuracy(name=f"{n}_accuracy") for n in self.task_names
+        ]
+        self.nll_tracker = keras.metrics.Mean(name="nll")
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+
+    def _build_if_shaped(self):
+        # The custom train steps never pass through __call__, which would build
+        # lazily; with a known input shape the model is built at once.
+        if self.example_shape is not None:
+            self.build((None,) + self.example_shape)
+
+    @property
+    def shared_extractor(self):
+        return not isinstance(self.extractor, list)
+
+    def features(self, images, onehot, training=None):
+        """`(batch, F)`: each example through its task's extractor (or the shared one)."""
+        if self.shared_extractor:
+            return self.extractor(images, training=training)
+        stacked = ops.stack([e(images, training=training) for e in self.extractor], axis=0)
+        return ops.einsum("tbf,bt->bf", stacked, onehot)
+
+    def _feature_dim(self, input_shape):
+        first = self.extractor if self.shared_extractor else self.extractor[0]
+        for layer in [self.extractor] if self.shared_extractor else self.extractor:
+            if not layer.built:
+                layer.build(input_shape)
+        return first.compute_output_shape(input_shape)[-1]
+
+    def _update_metrics(self, labels, logits, onehot):
+        self.accuracy_tracker.update_state(labels, logits)
+        for t, tracker in enumerate(self.task_accuracy_trackers):
+            tracker.update_state(labels, logits, sample_weight=onehot[:, t])
+
+    def _core_metrics(self):
+        return [self.total_loss_tracker, self.nll_tracker, self.accuracy_tracker, *self.task_accuracy_trackers]
+
+    def compile(self, optimizer="adam", loss=None, **kwargs):
+        if loss is not None:
+            raise ValueError(f"{type(self).__name__} computes its own loss; received loss={loss!r}.")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        _, task = _check_inputs(x, self.num_tasks)
+        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        logits = self(x, training=False)
+        nll = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        self.nll_tracker.update_state(nll)
+        self.total_loss_tracker.update_state(nll)
+        self._update_metrics(labels, logits, ops.one_hot(task, self.num_tasks))
+        return {m.name: m.result() for m in self._core_metrics()}
+
+    def _base_config(self):
+        extractor = (
+            keras.saving.serialize_keras_object(self.extractor)
+            if self.shared_extractor
+            else [keras.saving.serialize_keras_object(e) for e in self.extractor]
+        )
+        return {
+            "name": self.name,
+            "num_tasks": self.num_tasks,
+            "num_classes": self.num_classes,
+            "extractor": extractor,
+            "input_shape": None if self.example_shape is None else list(self.example_shape),
+            "task_names": self.task_names,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        extractor = config["extractor"]
+        config["extractor"] = (
+            [keras.saving.deserialize_keras_object(e) for e in extractor]
+            if isinstance(extractor, list)
+            else keras.saving.deserialize_keras_object(extractor)
+        )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class MultiDomainClassifier(_MultiDomainModel):
+    """Deterministic baselines: STL (one extractor per task) and bMTL (a shared
+    extractor); each task has its own softmax head. Loss: cross-entropy."""
+
+    def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
+        super().__init__(num_tasks, num_classes, extractor, input_shape, task_names, **kwargs)
+        self.heads = [keras.layers.Dense(num_classes, name=f"head_{t}") for t in range(num_tasks)]
+        self._build_if_shaped()
+
+    def build(self, input_shape):
+        images_shape = input_shape["images"] if isinstance(input_shape, dict) else input_shape
+        feature_dim = self._feature_dim(images_shape)
+        for head in self.heads:
+            head.build((None, feature_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        images, task = _check_inputs(inputs, self.num_tasks)
+        onehot = ops.one_hot(task, self.num_tasks)
+        h = self.features(images, onehot, training)
+        logits = ops.stack([head(h) for head in self.heads], axis=0)
+        return ops.einsum("tbc,bt->bc", logits, onehot)
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        _, task = _check_inputs(x, self.num_tasks)
+        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            nll = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            loss = _replica_scale(nll) + _replica_scale(ops.sum(self.losses)) if self.losses else _replica_scale(nll)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.nll_tracker.update_state(nll)
+        self.total_loss_tracker.update_state(nll)
+        self._update_metrics(labels, logits, ops.one_hot(task, self.num_tasks))
+        return {m.name: m.result() for m in self._core_metrics()}
+
+    @property
+    def metrics(self):
+        return self._core_metrics()
+
+    def get_config(self):
+        return self._base_config()
+
+
+@keras.saving.register_keras_serializable(package="tf_mtvib")
+class VMTL(_MultiDomainModel):
+    """VMTL (VMTL Eq. 13) and its variants.
+
+    For an example x of task t and class y:
+    - `h = extractor(x)`; q_t(z|x) = N(mu_t(h), sigma_t(h)^2) (a
+      `GaussianBottleneck` head per task);
+    - classifier weights w_t: `'bayesian'`, a mean-field `BayesianDense` per
+      task (local reparameterization); `'amortized'` (VMTL-AC), each class's
+      weight vector generated by an `AmortizedClassifier` from the mean code
+      of that class in task t (Eq. 12);
+    - priors (`prior`): `'gumbel'`, p(z|x) = sum_{i != t} A_ti q_i(z | m_i^y)
+      with m_i^y the mean feature of class y in task i (Eq. 9), and
+      p(w_t) = sum_{i != t} A^w_ti q(w_i) (Eq. 11), separate
+      `GumbelSoftmaxMixturePrior` weights for z and w; `'mean'` and
+      `'learned-weights'` are the ablations of Table 2; `'normal'` is VSTL's
+      N(0, I) (pass one extractor per task for no sharing at all).
+
+    Loss per batch (the negative of Eq. 13 per example):
+    `mean_n [ -(1/LM) sum_{l,m} log p(y_n | z_l, w_m) + kl_weight * KL_z,n ]
+     + kl_weight * (1/T) sum_t KL_w,t / N_t`, with L = `z_samples`,
+    M = `w_samples` and N_t = `dataset_sizes[t]`. The KLs to mixtures are
+    Monte Carlo estimates (`kl_to_mixture`), to N(0, I) closed forms.
+
+    The posteriors start wide (`z_scale_shift=0`: sigma_z ~ 0.69;
+    `w_scale_shift=3`: sigma_w ~ 0.05): with the near-deterministic start of
+    the MTVIB bottleneck the KLs between tasks' posteriors are so large that
+    they pull every posterior to a constant and the classifier to chance.
+
+    Class means are those of the current batch where the class occurs in
+    it and otherwise a moving average over training batches (also what
+    VMTL-AC predicts with at inference).
+
+    At inference `call` predicts from the mean code and the mean weights.
+    """
+
+    def __init__(
+        self,
+        num_tasks,
+        num_classes,
+        extractor,
+        latent_dim=128,
+        classifier="bayesian",
+        prior="gumbel",
+        dataset_sizes=None,
+        z_samples=10,
+        w_samples=10,
+        temperature=1.0,
+        kl_weight=1.0,
+        class_mean_momentum=0.9,
+        amortized_hidden=256,
+        z_scale_shift=0.0,
+        w_scale_shift=3.0,
+        seed=None,
+        input_shape=None,
+        task_names=None,
+        **kwargs,
+    ):
+        super().__init__(num_tasks, num_classes, extractor, input_shape, task_names, **kwargs)
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"`classifier` must be one of {CLASSIFIERS}, received classifier={classifier!r}.")
+        if prior not in PRIOR_KINDS:
+            raise ValueError(f"`prior` must be one of {PRIOR_KINDS}, received prior={prior!r}.")
+        if prior != "normal" and num_tasks < 2:
+            raise ValueError(f"prior={prior!r} mixes the other tasks' posteriors and needs num_tasks >= 2.")
+        if dataset_sizes is None or len(dataset_sizes) != num_tasks or min(dataset_sizes) < 1:
+            raise ValueError(
+                f"`dataset_sizes` must give the {num_tasks} tasks' training-set sizes (they scale KL_w), "
+                f"received dataset_sizes={dataset_sizes!r}."
+            )
+        for name, value in (("z_samples", z_samples), ("w_samples", w_samples)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, received {name}={value!r}.")
+        if not 0 <= class_mean_momentum < 1:
+            raise ValueError(f"`class_mean_momentum` must be in [0, 1), received {class_mean_momentum!r}.")
+        self.latent_dim = latent_dim
+        self.classifier = classifier
+        self.prior = prior
+        self.dataset_sizes = [int(n) for n in dataset_sizes]
+        self.z_samples = z_samples
+        self.w_samples = w_samples
+        self.initial_temperature = temperature
+        self.initial_kl_weight = kl_weight
+        self.class_mean_momentum = class_mean_momentum
+        self.amortized_hidden = amortized_hidden
+        self.z_scale_shift = z_scale_shift
+        self.w_scale_shift = w_scale_shift
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+        self.z_heads = [
+            GaussianBottleneck(latent_dim, beta=0.0, scale_shift=z_scale_shift, name=f"z_posterior_{t}")
+            for t in range(num_tasks)
+        ]
+        if classifier == "bayesian":
+            self.w_posteriors = [
+                BayesianDense(num_classes, scale_shift=w_scale_shift, name=f"w_posterior_{t}") for t in range(num_tasks)
+            ]
+        else:
+            self.amortized = AmortizedClassifier(amortized_hidden, name="amortized_classifier")
+        if prior != "normal":
+            self.z_prior = mixture_prior(prior, num_tasks, temperature=temperature, seed=seed, name="z_prior")
+            self.w_prior = mixture_prior(
+                prior, num_tasks, temperature=temperature, seed=None if seed is None else seed + 1, name="w_prior"
+            )
+        self.kl_z_tracker = keras.metrics.Mean(name="kl_z")
+        self.kl_w_tracker = keras.metrics.Mean(name="kl_w")
+        self._build_if_shaped()
+
+    # --- structure -------------------------------------------------------
+    def build(self, input_shape):
+        images_shape = input_shape["images"] if isinstance(input_shape, dict) else input_shape
+        feature_dim = self._feature_dim(images_shape)
+        for head in self.z_heads:
+            head.build((None, feature_dim))
+        if self.classifier == "bayesian":
+            for layer in self.w_posteriors:
+                layer.build((None, self.latent_dim))
+        else:
+            self.amortized.build((None, self.latent_dim))
+        if self.prior != "normal":
+            self.z_prior.build()
+            self.w_prior.build()
+        self.feature_means = self.add_weight(
+            name="feature_means", shape=(self.num_tasks, self.num_classes, feature_dim),
+            initializer="zeros", trainable=False,
+        )
+        self.code_means = self.add_weight(
+            name="code_means", shape=(self.num_tasks, self.num_classes, self.latent_dim),
+            initializer="zeros", trainable=False,
+        )
+        self.class_seen = self.add_weight(
+            name="class_seen", shape=(self.num_tasks, self.num_classes), initializer="zeros", trainable=False
+        )
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer=keras.initializers.Constant(self.initial_kl_weight),
+            trainable=False,
+        )
+        self.built = True
+
+    def _z_params(self, h):
+        """Every task's q(z|h): loc and scale `(T, ..., D)`."""
+        params = [head.posterior_params(h) for head in self.z_heads]
+        return ops.stack([p[0] for p in params], 0), ops.stack([p[1] for p in params], 0)
+
+    def _own(self, per_task, onehot):
+        """Selects each example's own task from `(T, batch, ...)`."""
+        return ops.einsum("tb...,bt->b...", per_task, onehot)
+
+    def _class_means(self, values, task, labels, store, update):
+        """`(T, C, dim)` per-(task, class) means: the batch's where a class
+        occurs in it, else the moving average in `store` (updated when asked)."""
+        segments = task * self.num_classes + labels
+        size = self.num_tasks * self.num_classes
+        sums = tf.math.unsorted_segment_sum(values, segments, size)
+        counts = tf.math.unsorted_segment_sum(ops.ones_like(segments, dtype=values.dtype), segments, size)
+        present = ops.reshape(counts > 0, (self.num_tasks, self.num_classes, 1))
+        batch = ops.reshape(sums / ops.maximum(counts, 1.0)[:, None], (self.num_tasks, self.num_classes, -1))
+        if update:
+            seen = self.class_seen[..., None] > 0
+            momentum = ops.where(seen, self.class_mean_momentum, 0.0)
+            blended = momentum * store + (1.0 - momentum) * ops.stop_gradient(batch)
+            store.assign(ops.where(present, blended, store))
+        return ops.where(present, batch, store)
+
+    def _weight_moments(self, z, task_onehot, code_means):
+        """Mean and variance of the logits `(..., batch, C)` for codes z `(..., batch, D)`."""
+        if self.classifier == "bayesian":
+            moments = [layer.output_moments(z) for layer in self.w_posteriors]
+            mean = ops.stack([m[0] for m in moments], 0)
+            variance = ops.stack([m[1] for m in moments], 0)
+            return (
+                ops.einsum("t...bc,bt->...bc", mean, task_onehot),
+                ops.einsum("t...bc,bt->...bc", variance, task_onehot),
+            )
+        loc, scale = self.amortized(code_means)  # (T, C, D)
+        loc_b = ops.einsum("tcd,bt->bcd", loc, task_onehot)
+        scale_b = ops.einsum("tcd,bt->bcd", scale, task_onehot)
+        return ops.einsum("...bd,bcd->...bc", z, loc_b), ops.einsum("...bd,bcd->...bc", ops.square(z), ops.square(scale_b))
+
+    def _w_posterior_params(self, code_means):
+        """Every task's q(w_t) flattened: loc and scale `(T, P)`."""
+        if self.classifier == "bayesian":
+            loc = ops.stack([ops.reshape(layer.kernel_loc, (-1,)) for layer in self.w_posteriors], 0)
+            scale = ops.stack([ops.reshape(layer.kernel_scale, (-1,)) for layer in self.w_posteriors], 0)
+            return loc, scale
+        loc, scale = self.amortized(code_means)
+        return ops.reshape(loc, (self.num_tasks, -1)), ops.reshape(scale, (self.num_tasks, -1))
+
+    # --- prediction ------------------------------------------------------
+    def call(self, inputs, training=None):
+        images, task = _check_inputs(inputs, self.num_tasks)
+        onehot = ops.one_hot(task, self.num_tasks)
+        h = self.features(images, onehot, training)
+        locs, scales = self._z_params(h)
+        loc, scale = self._own(locs, onehot), self._own(scales, onehot)
+        z = loc
+        if training:
+            z = loc + scale * keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+        mean, variance = self._weight_moments(z, onehot, self.code_means)
+        if training:
+            return mean + ops.sqrt(variance) * keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean
+
+    # --- training --------------------------------------------------------
+    def elbo_terms(self, x, y, training=True):
+        """Per-batch terms of the loss: `{"nll", "kl_z", "kl_w", "logits"}`.
+
+        `nll` is the mean over examples of -(1/LM) sum log p(y | z_l, w_m),
+        `kl_z` the mean per-example KL of z, `kl_w` the mean over tasks of
+        KL_w,t / N_t; `logits` `(batch, C)` is one sampled prediction.
+        """
+        images, task = _check_inputs(x, self.num_tasks)
+        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        onehot = ops.one_hot(task, self.num_tasks)
+        h = self.features(images, onehot, training)
+        locs, scales = self._z_params(h)
+        loc, scale = self._own(locs, onehot), self._own(scales, onehot)
+
+        feature_means = self._class_means(h, task, labels, self.feature_means, update=training)
+        code_means = self._class_means(loc, task, labels, self.code_means, update=training)
+        if training:
+            counts = tf.math.unsorted_segment_sum(
+                ops.ones_like(task, dtype="float32"), task * self.num_classes + labels,
+                self.num_tasks * self.num_classes,
+            )
+            self.class_seen.assign(ops.maximum(self.class_seen, ops.reshape(ops.cast(counts > 0, "float32"), self.class_seen.shape)))
+
+        # Likelihood: L code samples, M weight (pre-activation) samples each.
+        z = loc[None] + scale[None] * keras.random.normal(
+            (self.z_samples,) + tuple(ops.shape(loc)), seed=self.seed_generator
+        )
+        mean, variance = self._weight_moments(z, onehot, code_means)  # (L, B, C)
+        logits = mean[None] + ops.sqrt(variance)[None] * keras.random.normal(
+            (self.w_samples,) + tuple(ops.shape(mean)), seed=self.seed_generator
+        )
+        targets = ops.broadcast_to(labels, ops.shape(logits)[:-1])
+        nll = ops.mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
+
+        w_loc, w_scale = self._w_posterior_params(code_means)
+        if self.prior == "normal":
+            kl_z = 0.5 * ops.sum(ops.square(loc) + ops.square(scale) - 1.0 - 2.0 * ops.log(scale), axis=-1)
+            kl_w = 0.5 * ops.sum(ops.square(w_loc) + ops.square(w_scale) - 1.0 - 2.0 * ops.log(w_scale), axis=-1)
+        else:
+            others = other_tasks(self.num_tasks)  # (T, T-1)
+            # q_i(z | m_i^y) for every task i and class y: (T, C, D).
+            prior_locs, prior_scales = [], []
+            for i, head in enumerate(self.z_heads):
+                l_i, s_i = head.posterior_params(feature_means[i])
+                prior_locs.append(l_i)
+                prior_scales.append(s_i)
+            prior_locs, prior_scales = ops.stack(prior_locs, 0), ops.stack(prior_scales, 0)
+            example_others = ops.take(others, task, axis=0)  # (B, T-1)
+            index = example_others * self.num_classes + labels[:, None]
+            flat_locs = ops.reshape(prior_locs, (self.num_tasks * self.num_classes, -1))
+            flat_scales = ops.reshape(prior_scales, (self.num_tasks * self.num_classes, -1))
+            z_weights = ops.take(self.z_prior(training=training), task, axis=0)
+            kl_z = kl_to_mixture(
+                loc, scale, ops.take(flat_locs, index, axis=0), ops.take(flat_scales, index, axis=0),
+                z_weights, self.z_samples, self.seed_generator,
+            )
+            kl_w = kl_to_mixture(
+                w_loc, w_scale, ops.take(w_loc, others, axis=0), ops.take(w_scale, others, axis=0),
+                self.w_prior(training=training), self.w_samples, self.seed_generator,
+            )
+        sizes = ops.convert_to_tensor(np.asarray(self.dataset_sizes, "float32"))
+        return {
+            "nll": nll,
+            "kl_z": ops.mean(kl_z),
+            "kl_w": ops.mean(kl_w / sizes),
+            "logits": logits[0, 0],
+        }
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        _, task = _check_inputs(x, self.num_tasks)
+        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        with tf.GradientTape() as tape:
+            terms = self.elbo_terms(x, labels, training=True)
+            loss = terms["nll"] + self.kl_weight * (terms["kl_z"] + terms["kl_w"])
+            scaled = _replica_scale(loss)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.total_loss_tracker.update_state(loss)
+        self.nll_tracker.update_state(terms["nll"])
+        self.kl_z_tracker.update_state(terms["kl_z"])
+        self.kl_w_tracker.update_state(terms["kl_w"])
+        self._update_metrics(labels, terms["logits"], ops.one_hot(task, self.num_tasks))
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return self._core_metrics() + [self.kl_z_tracker, self.kl_w_tracker]
+
+    def get_config(self):
+        return {
+            **self._base_config(),
+            "latent_dim": self.latent_dim,
+            "classifier": self.classifier,
+            "prior": self.prior,
+            "dataset_sizes": self.dataset_sizes,
+            "z_samples": self.z_samples,
+            "w_samples": self.w_samples,
+            "temperature": self.initial_temperature,
+            "kl_weight": self.initial_kl_weight,
+            "class_mean_momentum": self.class_mean_momentum,
+            "amortized_hidden": self.amortized_hidden,
+            "z_scale_shift": self.z_scale_shift,
+            "w_scale_shift": self.w_scale_shift,
+            "seed": self.seed,
+        }
+
+
+def domain_extractor(input_shape, name="extractor"):
+    """Feature extractor for the offline domains (28x28 images) or, for 1-D
+    inputs (pre-extracted features), a 256-unit MLP layer: `(batch, 256)`."""
+    stack = [keras.Input(tuple(input_shape))]
+    if len(input_shape) == 3:
+        stack += [
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+        ]
+    stack.append(keras.layers.Dense(256, activation="relu"))
+    return keras.Sequential(stack, name=name)
+
+
+def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes=None, latent_dim=128, seed=None,
+                      task_names=None, **kwargs):
+    """Builds one system of the VMTL paper's comparisons.
+
+    Args:
+        system: 'stl' (one deterministic network per task), 'bmtl' (shared
+            extractor, task heads), 'vstl' (variational, N(0, I) priors, one
+            extractor per task), 'vmtl', 'vmtl-ac' (amortized classifiers),
+            'vmtl-mean' / 'vmtl-learned-weights' (the prior ablations).
+        dataset_sizes: training examples per task (VMTL family).
+        kwargs: passed to `VMTL` (z_samples, w_samples, temperature, ...).
+    """
+    if system not in VMTL_SYSTEMS:
+        raise ValueError(f"`system` must be one of {VMTL_SYSTEMS}, received system={system!r}.")
+    separate = system in ("stl", "vstl")
+    extractor = (
+        [domain_extractor(input_shape, name=f"extractor_{t}") for t in range(num_tasks)]
+        if separate
+        else domain_extractor(input_shape)
+    )
+    common = dict(input_shape=input_shape, task_names=task_names, name=system.replace("-", "_"))
+    if system in ("stl", "bmtl"):
+        return MultiDomainClassifier(num_tasks, num_classes, extractor, **common)
+    prior = {"vstl": "normal", "vmtl-mean": "mean", "vmtl-learned-weights": "learned-weights"}.get(system, "gumbel")
+    classifier = "amortized" if system == "vmtl-ac" else "bayesian"
+    return VMTL(num_tasks, num_classes, extractor, latent_dim=latent_dim, classifier=classifier, prior=prior,
+                dataset_sizes=dataset_sizes, seed=seed, **common, **kwargs)
