@@ -76,6 +76,15 @@ def test_every_system_saves_and_loads_with_the_same_predictions(system, tmp_path
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-5)
     assert type(loaded) is type(model)
+    if system == "vmtl":  # the task-indexed serving signature
+        import tensorflow as tf
+
+        from tf_mtvib.export import export_savedmodel
+
+        served = tf.saved_model.load(export_savedmodel(model, str(tmp_path / "served")))
+        out = served.signatures["serving_default"](images=tf.constant(x["images"]), task=tf.constant(x["task"]))
+        expected = tf.nn.softmax(model(x, training=False)).numpy()
+        np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
     for key in ("num_tasks", "num_classes", "task_names", "input_shape", "prior", "classifier", "dataset_sizes"):
         assert loaded.get_config().get(key) == model.get_config().get(key)
 

@@ -15,6 +15,9 @@ range):
 - `encode` (models with a Gaussian bottleneck): `latent_mean` and
   `latent_scale` `(batch, latent_dim)` of q(z|x) (prefixed `<task>_` when each
   task has its own bottleneck).
+- VMTL-family models instead have one task-indexed `serving_default`:
+  inputs `images` and `task` (int32 `(batch,)`, the task of each example),
+  outputs `logits`, `probabilities` `(batch, classes)` and `class`.
 - `metadata` (no inputs): `json`, a scalar string with the task names, kinds,
   class counts, input shape, value range and the export settings; the same
   JSON is the asset `assets/tf_mtvib.json`.
@@ -33,6 +36,12 @@ METADATA_ASSET = "tf_mtvib.json"
 _VERSION = re.compile(r"^\d+$")
 
 
+def _is_multi_domain(model):
+    from tf_mtvib.models.vmtl import _MultiDomainModel
+
+    return isinstance(model, _MultiDomainModel)
+
+
 def existing_versions(base_dir):
     """Sorted integer versions already exported under `base_dir`."""
     if not os.path.isdir(base_dir):
@@ -41,6 +50,18 @@ def existing_versions(base_dir):
 
 
 def export_metadata(model, mc_samples, value_range):
+    if _is_multi_domain(model):
+        return {
+            "format": "tf_mtvib.savedmodel/1",
+            "model": model.name,
+            "tasks": [{"name": n, "index": i, "kind": "classification", "num_classes": model.num_classes}
+                      for i, n in enumerate(model.task_names)],
+            "input_shape": list(model.example_shape),
+            "input_dtype": "float32",
+            "value_range": [float(value_range[0]), float(value_range[1])],
+            "mc_samples": None,
+            "signatures": ["serving_default", "metadata"],
+        }
     tasks = [
         {
             "name": t.name,
@@ -76,9 +97,16 @@ class _Serving(tf.Module):
         super().__init__(name="tf_mtvib_serving")
         self.metadata_file = tf.saved_model.Asset(asset_path)
         spec = tf.TensorSpec((None,) + tuple(model.example_shape), tf.float32, name="images")
-        functions = {"serve": tf.function(lambda images: _serve(model, images), input_signature=[spec])}
+        if _is_multi_domain(model):
+            task_spec = tf.TensorSpec((None,), tf.int32, name="task")
+            functions = {
+                "serve": tf.function(lambda images, task: _serve_task_indexed(model, images, task),
+                                     input_signature=[spec, task_spec])
+            }
+        else:
+            functions = {"serve": tf.function(lambda images: _serve(model, images), input_signature=[spec])}
         functions["metadata"] = tf.function(lambda: {"json": tf.constant(metadata_json)}, input_signature=[])
-        if model.bottlenecks:
+        if getattr(model, "bottlenecks", None):
             functions["predict_mc"] = tf.function(
                 lambda images: _predict_mc(model, images, mc_samples), input_signature=[spec]
             )
@@ -107,6 +135,12 @@ def _serve(model, images):
         else:
             result[f"{task.name}_value"] = out
     return result
+
+
+def _serve_task_indexed(model, images, task):
+    # VMTL-family models: each example is scored by the classifier of its task.
+    logits = tf.cast(model({"images": images, "task": task}, training=False), tf.float32)
+    return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1), "class": tf.argmax(logits, axis=-1)}
 
 
 def _predict_mc(model, images, mc_samples):
@@ -155,9 +189,9 @@ def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=
     Returns:
         The path of the written version folder.
     """
-    if not hasattr(model, "tasks") or getattr(model, "example_shape", None) is None:
+    if not (hasattr(model, "tasks") or _is_multi_domain(model)) or getattr(model, "example_shape", None) is None:
         raise ValueError(
-            "`model` must be a MultiTaskVIB built with `input_shape`, received "
+            "`model` must be a MultiTaskVIB or VMTL-family model built with `input_shape`, received "
             f"{type(model).__name__}."
         )
     if not isinstance(mc_samples, int) or mc_samples < 1:
