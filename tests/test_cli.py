@@ -94,3 +94,23 @@ def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
     assert set(json.loads((out / "vulnerability.json").read_text())) == {"top_left", "top_left+bottom_right"}
     assert cli.main(["attack", str(run), "--tasks", "middle"]) == 2
     assert "middle" in capsys.readouterr().err
+
+
+def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, capsys):
+    run = tmp_path / "vmtl"
+    argv = ["train", "--model", "vmtl", "--dataset", "domains", "--data-dir", data_dir, "--train-fraction", "0.2",
+            "--examples-per-task", "300", "--epochs", "1", "--latent-dim", "16", "--kl-warmup", "5",
+            "--verbose", "0", "--out", str(run)]
+    assert cli.main(argv) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test_accuracy"]) == {"mnist", "rotated", "digits", "average"}
+    assert metrics["history"]["kl_weight"] == [pytest.approx(0.01)] and "temperature" in metrics["history"]
+    assert cli.main(["evaluate", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert cli.main(["robustness", str(run), "--eps", "0", "0.2"]) == 0
+    rows = json.loads((run / "robustness" / "robustness.json").read_text())
+    assert [r["eps"] for r in rows] == [0.0, 0.2]
+    assert rows[0]["accuracy"]["average"] == pytest.approx(metrics["test_accuracy"]["average"], abs=1e-6)
+    assert rows[1]["accuracy"]["average"] <= rows[0]["accuracy"]["average"]
+    assert cli.main(["train", "--model", "vmtl", "--dataset", "sample", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --dataset domains" in capsys.readouterr().err

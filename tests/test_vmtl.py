@@ -137,3 +137,26 @@ def test_bmtl_and_vmtl_train_on_real_domains_with_annealing_callbacks(data_dir):
     np.testing.assert_allclose(history["temperature"], [max(0.4, 0.9**11), 0.4], rtol=1e-6)
     assert history["nll"][-1] < history["nll"][0]
     assert np.isfinite(history["kl_z"]).all() and np.isfinite(history["kl_w"]).all()
+
+
+def test_office_style_folders_become_feature_tasks(tmp_path):
+    from PIL import Image
+
+    from tf_mtvib.data.domains import load_image_folder_domains
+
+    rng = np.random.default_rng(0)
+    for domain in ("art", "clipart"):
+        for name in ("bike", "cup", "pen"):
+            folder = tmp_path / domain / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    data = load_image_folder_domains(str(tmp_path), extractor="MobileNetV3Small", weights=None, image_size=32,
+                                     train_fraction=0.25)
+    assert data.task_names == ["art", "clipart"] and data.num_classes == 3
+    assert data.x_train.ndim == 2 and data.train_sizes == [3, 3]  # one image per class and domain
+    assert len(data.y_test) == 18
+    model = build_vmtl_system("vmtl", 2, 3, data.input_shape, dataset_sizes=data.train_sizes, latent_dim=8)
+    assert model(data.inputs("test"), training=False).shape == (18, 3)
+    with pytest.raises(FileNotFoundError, match="weights"):
+        load_image_folder_domains(str(tmp_path), weights=str(tmp_path / "missing.h5"))

@@ -8,6 +8,8 @@ import time
 
 from tf_mtvib import _env  # noqa: F401  (before TensorFlow)
 
+MTVIB_MODELS = ("mtvib", "uwl", "gs", "stl", "stvib")
+VMTL_MODELS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 PAPER_DEFAULTS = {"latent_dim": 256, "beta": 1e-3, "lr": 1e-4, "batch_size": 200}
 RUN_FILES = ("config.json", "metrics.json", "model.keras")
 
@@ -17,8 +19,9 @@ def _parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and evaluate it on the test split")
-    train.add_argument("--model", default="mtvib", choices=("mtvib", "uwl", "gs", "stl", "stvib"))
-    train.add_argument("--dataset", default="sample", choices=("sample", "multimnist", "multifashion", "mtfl"))
+    train.add_argument("--model", default="mtvib", choices=MTVIB_MODELS + tuple(m for m in VMTL_MODELS if m != "stl"),
+                       help="MTVIB-paper systems, or with --dataset domains the VMTL-paper systems")
+    train.add_argument("--dataset", default="sample", choices=("sample", "multimnist", "multifashion", "mtfl", "domains"))
     train.add_argument("--data-dir", default=None, help="folder with the IDX files (or the MTFL folder); default $TF_MTVIB_DATA")
     train.add_argument("--cache-dir", default=None, help="where generated data sets are cached")
     train.add_argument("--num-train", type=int, default=None, help="training examples (default: all)")
@@ -38,6 +41,17 @@ def _parser():
     train.add_argument("--adv-steps", type=int, default=7, help="PGD steps of the training attack")
     train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
     train.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch attacked")
+    domains = train.add_argument_group("--dataset domains (VMTL)")
+    domains.add_argument("--domains", nargs="+", default=["mnist", "rotated", "digits"],
+                         help="tasks: mnist, rotated, inverted, digits")
+    domains.add_argument("--train-fraction", type=float, default=0.1, help="share of each task used for training")
+    domains.add_argument("--examples-per-task", type=int, default=1800, help="examples of each MNIST-derived task")
+    domains.add_argument("--batch-per-task", type=int, default=32)
+    domains.add_argument("--kl-warmup", type=int, default=50, help="steps of linear KL warm-up")
+    domains.add_argument("--kl-weight", type=float, default=0.01,
+                         help="KL weight after warm-up (Eq. 13 has 1; see README)")
+    domains.add_argument("--temperature-decay", type=float, default=0.99, help="Gumbel-softmax tau decay per step")
+    domains.add_argument("--temperature-floor", type=float, default=0.5)
     _add_device_flags(train)
 
     export = sub.add_parser("export", help="write a run's model as a TF Serving SavedModel version")
@@ -126,6 +140,13 @@ def _print_accuracies(title, accuracies):
 
 
 def _load_data(config):
+    if config["dataset"] == "domains":
+        from tf_mtvib.data.domains import load_domains
+
+        return load_domains(
+            config["domains"], train_fraction=config["train_fraction"],
+            examples_per_task=config["examples_per_task"], data_dir=config.get("data_dir"), seed=config["seed"],
+        )
     from tf_mtvib.data.pipeline import load_task_data
 
     return load_task_data(
@@ -140,6 +161,12 @@ def _load_data(config):
 
 def train(args):
     _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test", "adv_eps", "adv_steps")
+    if args.dataset == "domains" and args.model not in VMTL_MODELS:
+        raise ValueError(f"--dataset domains trains {VMTL_MODELS}, received --model {args.model}.")
+    if args.dataset != "domains" and args.model not in MTVIB_MODELS:
+        raise ValueError(f"--model {args.model} needs --dataset domains.")
+    if args.dataset == "domains":
+        return _train_domains(args)
     if args.beta < 0:
         raise SystemExit(f"tf-mtvib: --beta must be >= 0, received {args.beta}.")
     out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
@@ -220,6 +247,74 @@ def train(args):
     return 0
 
 
+def _train_domains(args):
+    _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "kl_warmup", "temperature_floor")
+    if args.kl_weight < 0:
+        raise SystemExit(f"tf-mtvib: --kl-weight must be >= 0, received {args.kl_weight}.")
+    out = args.out or os.path.join("runs", f"{args.model}-domains")
+    if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
+        raise SystemExit(f"tf-mtvib: {out} already holds a trained model; pass --overwrite or another --out.")
+    config = {
+        k: getattr(args, k) for k in (
+            "model", "dataset", "domains", "train_fraction", "examples_per_task", "batch_per_task", "epochs",
+            "latent_dim", "lr", "seed", "kl_warmup", "kl_weight", "temperature_decay", "temperature_floor",
+        )
+    }
+    config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
+    data = _load_data(config)
+
+    import keras
+
+    from tf_mtvib.data import atomic
+    from tf_mtvib.data.domains import make_domain_dataset
+    from tf_mtvib.models.vmtl import build_vmtl_system
+    from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
+
+    keras.utils.set_random_seed(args.seed)
+    strategy = _device_setup(args)
+    with strategy.scope():
+        model = build_vmtl_system(
+            args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
+            latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
+        )
+        model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
+    if args.model not in ("stl", "bmtl"):
+        callbacks += [
+            KLAnnealing(args.kl_warmup, args.kl_weight),
+            TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)),
+        ]
+    start = time.time()
+    history = model.fit(
+        make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed), epochs=args.epochs,
+        callbacks=callbacks, verbose=args.verbose if args.verbose == "auto" else int(args.verbose),
+    ).history
+    seconds = time.time() - start
+    accuracies = _domain_accuracies(model, data)
+    os.makedirs(out, exist_ok=True)
+    atomic.write_json(os.path.join(out, "config.json"), config)
+    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    atomic.write_json(os.path.join(out, "metrics.json"), {
+        "test_accuracy": accuracies, "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        "train_seconds": seconds, "train_examples": data.train_sizes,
+    })
+    _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
+    print(f"Run folder: {out}")
+    return 0
+
+
+def _domain_accuracies(model, data):
+    """Test accuracy per task (by domain name) and their mean, 'average'."""
+    import numpy as np
+
+    logits = model.predict(data.inputs("test"), batch_size=500, verbose=0)
+    right = np.argmax(logits, axis=-1) == data.y_test
+    accuracies = {n: float(right[data.task_test == t].mean()) for t, n in enumerate(data.task_names)}
+    accuracies["average"] = float(np.mean(list(accuracies.values())))
+    return accuracies
+
+
 def _build_or_restore(args, data, adversarial, checkpoint_dir):
     import keras
 
@@ -274,6 +369,8 @@ def _check_tasks(model, tasks, flag):
 def attack(args):
     _positive(args, "eps", "nb_iter", "num_test", "batch_size")
     model, config = _load_run(args.run_dir)
+    if config["dataset"] == "domains":
+        raise ValueError("runs on --dataset domains are attacked with `tf-mtvib robustness RUN_DIR --eps ...`.")
     from tf_mtvib.attacks import adversarial_accuracy
 
     if args.tasks:
@@ -296,7 +393,21 @@ def robustness(args):
         raise SystemExit(f"tf-mtvib: --eps values must be >= 0, received {args.eps}.")
     _positive(args, "nb_iter", "num_test", "batch_size")
     model, config = _load_run(args.run_dir)
-    from tf_mtvib.attacks import robustness_sweep, vulnerability, write_sweep
+    from tf_mtvib.attacks import robustness_sweep, task_indexed_sweep, vulnerability, write_sweep
+
+    if config["dataset"] == "domains":
+        data = _load_data(config)
+        rows = []
+        for name in args.attacks:
+            rows += task_indexed_sweep(model, data.x_test, data.task_test, data.y_test, args.eps, attack=name,
+                                       batch_size=args.batch_size, nb_iter=args.nb_iter)
+        out = args.out or os.path.join(args.run_dir, "robustness")
+        write_sweep(rows, out, title=f"{config['model']} on domains")
+        for r in rows:
+            accuracy = "  ".join(f"{k} {100 * v:5.1f}" for k, v in r["accuracy"].items())
+            print(f"{r['attack']:>4s} eps {r['eps']:.2f}: {accuracy}")
+        print(f"Table and plot: {out}/robustness.{{json,csv,png}}")
+        return 0
 
     task_sets = None
     if args.task_sets:
@@ -331,6 +442,12 @@ def evaluate(args):
     model, config = _load_run(args.run_dir)
     from tf_mtvib.data import atomic
     from tf_mtvib.evaluation import task_accuracies
+
+    if config["dataset"] == "domains":
+        accuracies = _domain_accuracies(model, _load_data(config))
+        _print_accuracies(f"{config['model']} on domains test split:", accuracies)
+        atomic.write_json(os.path.join(args.run_dir, "eval.json"), {"test_accuracy": accuracies})
+        return 0
 
     for bottleneck in getattr(model, "bottlenecks", []):
         bottleneck.num_samples = args.mc_samples

@@ -3,6 +3,7 @@ from tf_mtvib.attacks.evaluate import (
     gradient_norms,
     robustness_sweep,
     run_attack,
+    task_indexed_sweep,
     vulnerability,
     write_sweep,
 )

@@ -14,6 +14,7 @@ of each task's examples for training, stratified by class, the rest for test.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -154,3 +155,80 @@ def make_domain_dataset(data, split="train", batch_size_per_task=32, seed=0):
         return inputs, tf.concat([b[1] for b in batches], 0)
 
     return tf.data.Dataset.zip(tuple(per_task)).map(concat).take(steps).prefetch(tf.data.AUTOTUNE)
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def load_image_folder_domains(root, domains=None, extractor="ResNet50", weights="imagenet", image_size=224,
+                              train_fraction=0.1, batch_size=64, seed=0):
+    """Office-Home / Office-Caltech style data (`root/<domain>/<class>/<image>`)
+    as VMTL tasks on features of a frozen Keras Applications network (the
+    paper's setting: features from a pretrained backbone, then the VMTL
+    inference networks).
+
+    Args:
+        root: the folder holding one folder per domain.
+        domains: domain folder names (default: all, sorted); classes are the
+            union of class folder names, sorted, shared by all domains.
+        extractor: a `keras.applications` model name, used with
+            `include_top=False, pooling="avg"`.
+        weights: 'imagenet' (downloaded by Keras, so online only), the path of
+            a local weights file (offline), or `None` (random weights).
+        image_size: side the images are resized to.
+
+    Returns:
+        A `DomainData` whose "images" are feature vectors `(n, features)`.
+    """
+    import keras
+    from PIL import Image
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"`root` must be a folder of domain folders, received root={root!r}.")
+    domains = list(domains or sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))))
+    if len(domains) < 2:
+        raise ValueError(f"{root} must hold at least two domain folders, found {domains}.")
+    classes = sorted({c for d in domains for c in os.listdir(os.path.join(root, d))
+                      if os.path.isdir(os.path.join(root, d, c))})
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise FileNotFoundError(f"`weights` must be None, 'imagenet' or a weights file, received weights={weights!r}.")
+    if not hasattr(keras.applications, extractor):
+        raise ValueError(f"`extractor` must name a keras.applications model, received extractor={extractor!r}.")
+    network = getattr(keras.applications, extractor)(
+        include_top=False, pooling="avg", weights=weights, input_shape=(image_size, image_size, 3)
+    )
+    module = getattr(keras.applications, _APPLICATION_MODULES.get(extractor, extractor.lower()), None)
+    preprocess = getattr(module, "preprocess_input", lambda x: x)
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "test": []}
+    for t, domain in enumerate(domains):
+        paths, labels = [], []
+        for c, name in enumerate(classes):
+            folder = os.path.join(root, domain, name)
+            if os.path.isdir(folder):
+                files = sorted(f for f in os.listdir(folder) if f.lower().endswith(_IMAGE_SUFFIXES))
+                paths += [os.path.join(folder, f) for f in files]
+                labels += [c] * len(files)
+        if not paths:
+            raise ValueError(f"Domain {domain!r} under {root} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
+        features = []
+        for start in range(0, len(paths), batch_size):
+            batch = np.stack([
+                np.asarray(Image.open(p).convert("RGB").resize((image_size, image_size)), np.float32)
+                for p in paths[start: start + batch_size]
+            ])
+            features.append(network.predict(preprocess(batch), verbose=0))
+        x, y = np.concatenate(features).astype(np.float32), np.asarray(labels, np.int64)
+        train, test = _stratified_split(y, train_fraction, rng)
+        for split, idx in (("train", train), ("test", test)):
+            parts[split].append((x[idx], np.full(len(idx), t, np.int32), y[idx]))
+    joined = {s: [np.concatenate([p[i] for p in parts[s]]) for i in range(3)] for s in parts}
+    return DomainData(domains, *joined["train"], *joined["test"], num_classes=len(classes))
+
+
+# keras.applications model name -> its module (for preprocess_input).
+_APPLICATION_MODULES = {
+    "ResNet50": "resnet50", "ResNet101": "resnet", "ResNet152": "resnet", "ResNet50V2": "resnet_v2",
+    "VGG16": "vgg16", "VGG19": "vgg19", "MobileNetV2": "mobilenet_v2", "MobileNetV3Small": "mobilenet_v3",
+    "MobileNetV3Large": "mobilenet_v3", "EfficientNetB0": "efficientnet", "DenseNet121": "densenet",
+}

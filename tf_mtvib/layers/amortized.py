@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tf_mtvib.layers.bayesian import _MIN_SCALE, _SCALE_SHIFT
+from tf_mtvib.layers.bayesian import _MIN_SCALE
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
@@ -19,13 +19,18 @@ class AmortizedClassifier(keras.layers.Layer):
 
     Args:
         hidden_units: width of the hidden ELU layer. Default value: `256`.
+        scale_shift: the initial sigma is about `softplus(-scale_shift)`.
+            Default value: `3.0` (sigma ~ 0.05).
+        max_scale: upper bound of sigma, or `None` (see `GaussianBottleneck`).
     """
 
-    def __init__(self, hidden_units=256, **kwargs):
+    def __init__(self, hidden_units=256, scale_shift=3.0, max_scale=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(hidden_units, int) or hidden_units < 1:
             raise ValueError(f"`hidden_units` must be a positive int, received hidden_units={hidden_units!r}.")
         self.hidden_units = hidden_units
+        self.scale_shift = float(scale_shift)
+        self.max_scale = max_scale
         self.hidden = keras.layers.Dense(hidden_units, activation="elu", name="hidden")
         self.loc_dense = None
         self.scale_dense = None
@@ -42,11 +47,14 @@ class AmortizedClassifier(keras.layers.Layer):
         hidden = self.hidden(class_means)
         # A residual mean: the class mean itself is a sensible first weight vector.
         loc = class_means + self.loc_dense(hidden)
-        scale = ops.softplus(self.scale_dense(hidden) - _SCALE_SHIFT) + _MIN_SCALE
+        scale = ops.softplus(self.scale_dense(hidden) - self.scale_shift) + _MIN_SCALE
+        if self.max_scale is not None:
+            scale = ops.minimum(scale, self.max_scale)
         return loc, scale
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape), tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "hidden_units": self.hidden_units}
+        return {**super().get_config(), "hidden_units": self.hidden_units, "scale_shift": self.scale_shift,
+                "max_scale": self.max_scale}

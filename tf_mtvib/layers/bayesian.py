@@ -35,9 +35,10 @@ class BayesianDense(keras.layers.Layer):
         seed: int seed of the sampling noise.
         scale_shift: initial sigma is `softplus(-scale_shift)`. Default
             value: `5.0` (sigma ~ 0.0067).
+        max_scale: upper bound of sigma, or `None` (see `GaussianBottleneck`).
     """
 
-    def __init__(self, units, kl_weight=0.0, seed=None, scale_shift=_SCALE_SHIFT, **kwargs):
+    def __init__(self, units, kl_weight=0.0, seed=None, scale_shift=_SCALE_SHIFT, max_scale=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(units, int) or units < 1:
             raise ValueError(f"`units` must be a positive int, received units={units!r}.")
@@ -47,6 +48,7 @@ class BayesianDense(keras.layers.Layer):
         self.kl_weight = kl_weight
         self.seed = seed
         self.scale_shift = float(scale_shift)
+        self.max_scale = max_scale
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -61,7 +63,8 @@ class BayesianDense(keras.layers.Layer):
 
     @property
     def kernel_scale(self):
-        return ops.softplus(self.kernel_pre_scale - self.scale_shift) + _MIN_SCALE
+        scale = ops.softplus(self.kernel_pre_scale - self.scale_shift) + _MIN_SCALE
+        return scale if self.max_scale is None else ops.minimum(scale, self.max_scale)
 
     def kernel_posterior(self):
         """q(W) as a TFP distribution over the flattened kernel `(in * units,)`."""
@@ -93,4 +96,4 @@ class BayesianDense(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "kl_weight": self.kl_weight, "seed": self.seed,
-                "scale_shift": self.scale_shift}
+                "scale_shift": self.scale_shift, "max_scale": self.max_scale}

@@ -41,7 +41,8 @@ class GaussianBottleneck(keras.layers.Layer):
             sigma would make huge (VMTL). Default value: `5.0`.
     """
 
-    def __init__(self, latent_dim, beta=1e-3, num_samples=1, seed=None, scale_shift=_SCALE_SHIFT, **kwargs):
+    def __init__(self, latent_dim, beta=1e-3, num_samples=1, seed=None, scale_shift=_SCALE_SHIFT, max_scale=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(
@@ -60,6 +61,7 @@ class GaussianBottleneck(keras.layers.Layer):
         self.num_samples = num_samples
         self.seed = seed
         self.scale_shift = float(scale_shift)
+        self.max_scale = max_scale
 
         # === Layers ===
         self.loc_dense = keras.layers.Dense(latent_dim, name="loc")
@@ -75,6 +77,8 @@ class GaussianBottleneck(keras.layers.Layer):
         """Returns `(mu, sigma)` of q(z|x), each `(batch, latent_dim)`."""
         loc = self.loc_dense(inputs)
         scale = ops.softplus(self.scale_dense(inputs) - self.scale_shift) + _MIN_SCALE
+        if self.max_scale is not None:
+            scale = ops.minimum(scale, self.max_scale)
         return loc, scale
 
     def kl_divergence(self, loc, scale):
@@ -131,4 +135,5 @@ class GaussianBottleneck(keras.layers.Layer):
             "num_samples": self.num_samples,
             "seed": self.seed,
             "scale_shift": self.scale_shift,
+            "max_scale": self.max_scale,
         }

@@ -219,6 +219,9 @@ class VMTL(_MultiDomainModel):
     `w_scale_shift=3`: sigma_w ~ 0.05): with the near-deterministic start of
     the MTVIB bottleneck the KLs between tasks' posteriors are so large that
     they pull every posterior to a constant and the classifier to chance.
+    The scales are also bounded (`z_max_scale=1`, `w_max_scale=0.1`): a KL
+    between two learned Gaussians falls as both widen, and unbounded
+    posteriors widened until sampled codes carried no class information.
 
     Class means are those of the current batch where the class occurs in
     it and otherwise a moving average over training batches (also what
@@ -244,6 +247,8 @@ class VMTL(_MultiDomainModel):
         amortized_hidden=256,
         z_scale_shift=0.0,
         w_scale_shift=3.0,
+        z_max_scale=1.0,
+        w_max_scale=0.1,
         seed=None,
         input_shape=None,
         task_names=None,
@@ -278,19 +283,25 @@ class VMTL(_MultiDomainModel):
         self.amortized_hidden = amortized_hidden
         self.z_scale_shift = z_scale_shift
         self.w_scale_shift = w_scale_shift
+        self.z_max_scale = z_max_scale
+        self.w_max_scale = w_max_scale
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
         self.z_heads = [
-            GaussianBottleneck(latent_dim, beta=0.0, scale_shift=z_scale_shift, name=f"z_posterior_{t}")
+            GaussianBottleneck(latent_dim, beta=0.0, scale_shift=z_scale_shift, max_scale=z_max_scale,
+                               name=f"z_posterior_{t}")
             for t in range(num_tasks)
         ]
         if classifier == "bayesian":
             self.w_posteriors = [
-                BayesianDense(num_classes, scale_shift=w_scale_shift, name=f"w_posterior_{t}") for t in range(num_tasks)
+                BayesianDense(num_classes, scale_shift=w_scale_shift, max_scale=w_max_scale, name=f"w_posterior_{t}")
+                for t in range(num_tasks)
             ]
         else:
-            self.amortized = AmortizedClassifier(amortized_hidden, name="amortized_classifier")
+            self.amortized = AmortizedClassifier(
+                amortized_hidden, scale_shift=w_scale_shift, max_scale=w_max_scale, name="amortized_classifier"
+            )
         if prior != "normal":
             self.z_prior = mixture_prior(prior, num_tasks, temperature=temperature, seed=seed, name="z_prior")
             self.w_prior = mixture_prior(
@@ -500,6 +511,8 @@ class VMTL(_MultiDomainModel):
             "amortized_hidden": self.amortized_hidden,
             "z_scale_shift": self.z_scale_shift,
             "w_scale_shift": self.w_scale_shift,
+            "z_max_scale": self.z_max_scale,
+            "w_max_scale": self.w_max_scale,
             "seed": self.seed,
         }
 
