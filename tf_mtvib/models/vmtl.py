@@ -175,7 +175,7 @@ class MultiDomainClassifier(_MultiDomainModel):
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
             nll = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-            loss = _replica_scale(nll) + _replica_scale(ops.sum(self.losses)) if self.losses else _replica_scale(nll)
+            loss = _replica_scale(nll + sum(self.losses)) if self.losses else _replica_scale(nll)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         self.nll_tracker.update_state(nll)
@@ -327,14 +327,16 @@ class VMTL(_MultiDomainModel):
             self.w_prior.build()
         self.feature_means = self.add_weight(
             name="feature_means", shape=(self.num_tasks, self.num_classes, feature_dim),
-            initializer="zeros", trainable=False,
+            initializer="zeros", trainable=False, aggregation="mean",
         )
         self.code_means = self.add_weight(
             name="code_means", shape=(self.num_tasks, self.num_classes, self.latent_dim),
-            initializer="zeros", trainable=False,
+            initializer="zeros", trainable=False, aggregation="mean",
         )
+        # Replicas average their updates of these running statistics.
         self.class_seen = self.add_weight(
-            name="class_seen", shape=(self.num_tasks, self.num_classes), initializer="zeros", trainable=False
+            name="class_seen", shape=(self.num_tasks, self.num_classes), initializer="zeros", trainable=False,
+            aggregation="mean",
         )
         self.kl_weight = self.add_weight(
             name="kl_weight", shape=(), initializer=keras.initializers.Constant(self.initial_kl_weight),
