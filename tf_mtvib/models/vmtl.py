@@ -209,6 +209,9 @@ class VMTL(_MultiDomainModel):
       `'learned-weights'` are the ablations of Table 2; `'normal'` is VSTL's
       N(0, I) (pass one extractor per task for no sharing at all).
 
+    `kl_weight` (default 0.01, the paper's Eq. 13 has 1) weighs both KLs;
+    see the README for why. `KLAnnealing` warms it up from 0.
+
     Loss per batch (the negative of Eq. 13 per example):
     `mean_n [ -(1/LM) sum_{l,m} log p(y_n | z_l, w_m) + kl_weight * KL_z,n ]
      + kl_weight * (1/T) sum_t KL_w,t / N_t`, with L = `z_samples`,
@@ -242,7 +245,7 @@ class VMTL(_MultiDomainModel):
         z_samples=10,
         w_samples=10,
         temperature=1.0,
-        kl_weight=1.0,
+        kl_weight=0.01,
         class_mean_momentum=0.9,
         amortized_hidden=256,
         z_scale_shift=0.0,

@@ -49,21 +49,23 @@ class KLAnnealing(keras.callbacks.Callback):
 
     Args:
         warmup_steps: steps until the weight reaches `final`.
-        final: the weight after warm-up. Default value: `1.0`.
+        final: the weight after warm-up. Default value: `None`, the model's
+            own `kl_weight` argument.
     """
 
-    def __init__(self, warmup_steps, final=1.0):
+    def __init__(self, warmup_steps, final=None):
         super().__init__()
         if not isinstance(warmup_steps, int) or warmup_steps < 1:
             raise ValueError(f"`warmup_steps` must be a positive int, received warmup_steps={warmup_steps!r}.")
-        if not final >= 0:
+        if final is not None and not final >= 0:
             raise ValueError(f"`final` must be >= 0, received final={final!r}.")
         self.warmup_steps = warmup_steps
-        self.final = float(final)
+        self.final = None if final is None else float(final)
         self.step = 0
 
     def value(self, step):
-        return self.final * min(1.0, step / self.warmup_steps)
+        final = self.model.initial_kl_weight if self.final is None else self.final
+        return final * min(1.0, step / self.warmup_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.kl_weight.assign(self.value(self.step))
