@@ -17,15 +17,11 @@ from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.priors import kl_to_mixture, mixture_prior, other_tasks
+from tf_mtvib.models.mtvib import _replica_scale
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
 CLASSIFIERS = ("bayesian", "amortized")
 VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
-
-
-def _replica_scale(value):
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value / replicas if replicas > 1 else value
 
 
 def _check_inputs(inputs, num_tasks):
@@ -433,7 +429,8 @@ class VMTL(_MultiDomainModel):
                 ops.ones_like(task, dtype="float32"), task * self.num_classes + labels,
                 self.num_tasks * self.num_classes,
             )
-            self.class_seen.assign(ops.maximum(self.class_seen, ops.reshape(ops.cast(counts > 0, "float32"), self.class_seen.shape)))
+            seen_now = ops.reshape(ops.cast(counts > 0, "float32"), self.class_seen.shape)
+            self.class_seen.assign(ops.maximum(self.class_seen, seen_now))
 
         # Likelihood: L code samples, M weight (pre-activation) samples each.
         z = loc[None] + scale[None] * keras.random.normal(
