@@ -11,6 +11,7 @@ For each data set and system, on the first --num-test test images:
 - attack throughput (adversarial images/s, batch 500) for FGSM and PGD-10 on MTVIB.
 
     python benchmarks/robustness.py --data-dir ../shared/data --num-test 2000
+    python benchmarks/robustness.py --data-dir ../shared/data --throughput-only   # on an idle machine
 """
 
 import argparse
@@ -115,7 +116,17 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=os.path.join(HERE, "out", "robustness"))
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only time FGSM and PGD-10 on each data set's MTVIB model")
     args = parser.parse_args()
+    if args.throughput_only:
+        for dataset in TABLES:
+            path = os.path.join(args.models, f"{dataset}-mtvib-e{args.epochs}.keras")
+            if os.path.exists(path):
+                data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, seed=0)
+                speeds = throughput(keras.models.load_model(path), data.x_test, data.y_test)
+                print(dataset, "mtvib adversarial images/s (batch 500):", {k: round(v) for k, v in speeds.items()})
+        return
     results = {}
     for dataset in TABLES:
         paths = sorted(glob.glob(os.path.join(args.models, f"{dataset}-*-e{args.epochs}.keras")))

@@ -21,6 +21,7 @@ import numpy as np
 import tf_mtvib  # noqa: F401  (process settings before TensorFlow)
 from tf_mtvib.data import atomic
 from tf_mtvib.data.domains import load_domains, make_domain_dataset
+from tf_mtvib.evaluation import domain_accuracies
 from tf_mtvib.models.vmtl import VMTL_SYSTEMS, build_vmtl_system
 from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
 
@@ -43,11 +44,10 @@ def run_one(system, fraction, seed, args):
     model.fit(make_domain_dataset(data, "train", args.batch_per_task, seed=seed), epochs=args.epochs,
               callbacks=callbacks, verbose=0)
     seconds = time.time() - start
-    logits = model.predict(data.inputs("test"), batch_size=500, verbose=0)
-    right = np.argmax(logits, -1) == data.y_test
-    per_task = {n: float(right[data.task_test == t].mean()) for t, n in enumerate(data.task_names)}
+    per_task = domain_accuracies(model, data)
+    average = per_task.pop("average")
     return {"system": system, "fraction": fraction, "seed": seed, "per_task": per_task,
-            "average": float(np.mean(list(per_task.values()))), "train_sizes": data.train_sizes,
+            "average": average, "train_sizes": data.train_sizes,
             "seconds": seconds, "machine": f"{platform.machine()} {os.cpu_count()} CPUs"}
 
 

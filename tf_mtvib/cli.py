@@ -267,6 +267,7 @@ def _train_domains(args):
 
     from tf_mtvib.data import atomic
     from tf_mtvib.data.domains import make_domain_dataset
+    from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
     from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
 
@@ -290,7 +291,7 @@ def _train_domains(args):
         callbacks=callbacks, verbose=args.verbose if args.verbose == "auto" else int(args.verbose),
     ).history
     seconds = time.time() - start
-    accuracies = _domain_accuracies(model, data)
+    accuracies = domain_accuracies(model, data)
     os.makedirs(out, exist_ok=True)
     atomic.write_json(os.path.join(out, "config.json"), config)
     with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
@@ -302,17 +303,6 @@ def _train_domains(args):
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
     print(f"Run folder: {out}")
     return 0
-
-
-def _domain_accuracies(model, data):
-    """Test accuracy per task (by domain name) and their mean, 'average'."""
-    import numpy as np
-
-    logits = model.predict(data.inputs("test"), batch_size=500, verbose=0)
-    right = np.argmax(logits, axis=-1) == data.y_test
-    accuracies = {n: float(right[data.task_test == t].mean()) for t, n in enumerate(data.task_names)}
-    accuracies["average"] = float(np.mean(list(accuracies.values())))
-    return accuracies
 
 
 def _build_or_restore(args, data, adversarial, checkpoint_dir):
@@ -441,10 +431,10 @@ def evaluate(args):
     _positive(args, "mc_samples", "batch_size")
     model, config = _load_run(args.run_dir)
     from tf_mtvib.data import atomic
-    from tf_mtvib.evaluation import task_accuracies
+    from tf_mtvib.evaluation import domain_accuracies, task_accuracies
 
     if config["dataset"] == "domains":
-        accuracies = _domain_accuracies(model, _load_data(config))
+        accuracies = domain_accuracies(model, _load_data(config))
         _print_accuracies(f"{config['model']} on domains test split:", accuracies)
         atomic.write_json(os.path.join(args.run_dir, "eval.json"), {"test_accuracy": accuracies})
         return 0
@@ -529,7 +519,8 @@ def tune(args):
     atomic.write_json(os.path.join(out, "tuning.json"), summary)
     path = export_savedmodel(best, args.export or os.path.join(out, "savedmodel"))
     top = summary["best"][0]
-    print(f"Best trial {top['trial_id']}: {tuning.OBJECTIVES[args.objective]} = {top['score']:.4f} with {top['hyperparameters']}")
+    score = "no score (every trial failed)" if top["score"] is None else f"{top['score']:.4f}"
+    print(f"Best trial {top['trial_id']}: {tuning.OBJECTIVES[args.objective]} = {score} with {top['hyperparameters']}")
     _print_accuracies(f"Best model on the {args.dataset} test split ({len(data.x_test)} images):", accuracies)
     print(f"Search folder: {out}\nSavedModel: {path}")
     return 0

@@ -24,3 +24,20 @@ def task_accuracies(model, x, y, batch_size=500):
         all_right &= right
     result["joint"] = float(all_right.mean())
     return result
+
+
+def domain_accuracies(model, data, batch_size=500):
+    """Test accuracy of a VMTL-family model per task and their unweighted mean.
+
+    Args:
+        model: maps `{"images", "task"}` to logits `(n, classes)`.
+        data: a `tf_mtvib.data.domains.DomainData`.
+
+    Returns:
+        `{"<task name>": accuracy, ..., "average": mean over tasks}`.
+    """
+    logits = model.predict(data.inputs("test"), batch_size=batch_size, verbose=0)
+    right = np.argmax(logits, axis=-1) == data.y_test
+    result = {name: float(right[data.task_test == t].mean()) for t, name in enumerate(data.task_names)}
+    result["average"] = float(np.mean(list(result.values())))
+    return result

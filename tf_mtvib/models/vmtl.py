@@ -77,12 +77,16 @@ class _MultiDomainModel(keras.Model):
         stacked = ops.stack([e(images, training=training) for e in self.extractor], axis=0)
         return ops.einsum("tbf,bt->bf", stacked, onehot)
 
-    def _feature_dim(self, input_shape):
-        first = self.extractor if self.shared_extractor else self.extractor[0]
-        for layer in [self.extractor] if self.shared_extractor else self.extractor:
+    def _build_extractors(self, input_shape):
+        """Builds the extractor(s) for `input_shape` (of the images, or the
+        `{"images": ..., "task": ...}` dict) and returns the feature width."""
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["images"]
+        extractors = [self.extractor] if self.shared_extractor else self.extractor
+        for layer in extractors:
             if not layer.built:
                 layer.build(input_shape)
-        return first.compute_output_shape(input_shape)[-1]
+        return extractors[0].compute_output_shape(input_shape)[-1]
 
     def _update_metrics(self, labels, logits, onehot):
         self.accuracy_tracker.update_state(labels, logits)
@@ -151,8 +155,7 @@ class MultiDomainClassifier(_MultiDomainModel):
         self._build_if_shaped()
 
     def build(self, input_shape):
-        images_shape = input_shape["images"] if isinstance(input_shape, dict) else input_shape
-        feature_dim = self._feature_dim(images_shape)
+        feature_dim = self._build_extractors(input_shape)
         for head in self.heads:
             head.build((None, feature_dim))
         self.built = True
@@ -312,8 +315,7 @@ class VMTL(_MultiDomainModel):
 
     # --- structure -------------------------------------------------------
     def build(self, input_shape):
-        images_shape = input_shape["images"] if isinstance(input_shape, dict) else input_shape
-        feature_dim = self._feature_dim(images_shape)
+        feature_dim = self._build_extractors(input_shape)
         for head in self.z_heads:
             head.build((None, feature_dim))
         if self.classifier == "bayesian":
