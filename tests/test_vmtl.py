@@ -132,6 +132,11 @@ def test_elbo_terms_equal_a_hand_computation_with_the_same_noise():
     expected = np.mean([per_example[task == t].mean() for t in range(3)]) + 0.3 * kl_w.mean()
     model.seed_generator.state.assign(keras.random.SeedGenerator(7).state.value)  # the same noise again
     np.testing.assert_allclose(model.compute_loss(x, y, None, training=False).numpy(), expected, rtol=1e-4)
+    # Keras' sample_weight: weight 0 on task 2's examples leaves tasks 0 and 1 in the average.
+    model.seed_generator.state.assign(keras.random.SeedGenerator(7).state.value)
+    weights = np.array([1, 1, 1, 1, 1, 0, 0, 0], "float32")
+    expected = np.mean([per_example[task == t].mean() for t in range(2)]) + 0.3 * kl_w.mean()
+    np.testing.assert_allclose(model.compute_loss(x, y, None, weights, training=False).numpy(), expected, rtol=1e-4)
 
 
 def test_a_tasks_kl_leaves_the_other_tasks_posteriors_alone():

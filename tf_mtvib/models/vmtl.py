@@ -622,8 +622,11 @@ def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes
             extractor, task heads), 'vstl' (variational, N(0, I) priors, one
             extractor per task), 'vmtl', 'vmtl-ac' (amortized classifiers),
             'vmtl-mean' / 'vmtl-learned-weights' (the prior ablations).
-        dataset_sizes: training examples per task (VMTL family).
-        kwargs: passed to `VMTL` (z_samples, w_samples, temperature, ...).
+        dataset_sizes: training examples per task, recorded in the config
+            (optional; the objective does not need them).
+        kwargs: passed to `VMTL` (z_samples, w_samples, temperature,
+            kl_weight, kl_anneal_rate, mixture_kl, ...). The defaults are
+            the family's working settings (README, "VMTL").
     """
     if system not in VMTL_SYSTEMS:
         raise ValueError(f"`system` must be one of {VMTL_SYSTEMS}, received system={system!r}.")
