@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tf_mtvib.data import validation
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
@@ -33,7 +34,7 @@ def _check_inputs(inputs, num_tasks):
     return inputs["images"], ops.cast(ops.reshape(inputs["task"], (-1,)), "int32")
 
 
-class _MultiDomainModel(keras.Model):
+class _MultiDomainModel(validation.DataChecks, keras.Model):
     """Shared plumbing: per-task metrics, extractor sharing, config."""
 
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
@@ -65,6 +66,11 @@ class _MultiDomainModel(keras.Model):
         # lazily; with a known input shape the model is built at once.
         if self.example_shape is not None:
             self.build((None,) + self.example_shape)
+
+    def check_data(self, x, y=None, require_all_labels=True):
+        """Validates `{"images", "task"}` arrays and class labels (`DataChecks`)."""
+        if self.example_shape is not None and isinstance(x, dict):
+            validation.check_domain_data(x, y, self.example_shape, self.num_tasks, self.num_classes)
 
     @property
     def shared_extractor(self):
