@@ -282,7 +282,7 @@ def _stop_if_diverged(checkpoint_dir=None):
         else:
             kept = "no epoch finished, so no checkpoint was kept"
         raise SystemExit(
-            f"tf-mtvib: {error}. No model or metrics were written; {kept}. "
+            f"tf-mtvib: {str(error).rstrip('.')}. No model or metrics were written; {kept}. "
             "Pass --overwrite to start again with other settings."
         ) from None
 
