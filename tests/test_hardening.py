@@ -250,10 +250,13 @@ def test_truncated_cache_is_regenerated(data_dir, tmp_path):
 # --- 5. flags that do nothing, foreign models -----------------------------------
 
 
-@pytest.mark.parametrize("flag", [["--adv-fraction", "0.3"], ["--adv-eps", "0.2"], ["--adv-tasks", "top_left"]])
-def test_adversarial_flags_without_adversarial_are_refused(tmp_path, capsys, flag):
+@pytest.mark.parametrize("flags", [
+    ["--adv-fraction", "0.3"], ["--adv-eps", "0.2"], ["--adv-tasks", "top_left"],
+    ["--adversarial", "pgd", "--model", "vmtl", "--dataset", "domains"],  # VMTL training has no attack step
+])
+def test_flags_that_would_do_nothing_are_refused(tmp_path, capsys, flags):
     run = tmp_path / "run"
-    _fails_cleanly(["train", *flag, "--out", str(run), *SMALL], capsys, flag[0], "--adversarial")
+    _fails_cleanly(["train", *flags, "--out", str(run), *SMALL], capsys, flags[0], "--adversarial")
     assert not run.exists()
 
 

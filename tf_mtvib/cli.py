@@ -209,8 +209,7 @@ def train(args):
     from tf_mtvib.data.pipeline import make_dataset
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.data.validation import check_finite_weights
-    from tf_mtvib.training import AdversarialTraining, EpochCheckpoint
-    from tf_mtvib.training.callbacks import StopOnNonFiniteLoss
+    from tf_mtvib.training import AdversarialTraining, EpochCheckpoint, StopOnNonFiniteLoss
 
     adversarial = None
     if args.adversarial:
@@ -270,7 +269,7 @@ def train(args):
 @contextlib.contextmanager
 def _stop_if_diverged(checkpoint_dir=None):
     """Turns `TrainingDiverged` into the CLI's error, saying which checkpoint is kept."""
-    from tf_mtvib.training.callbacks import TrainingDiverged
+    from tf_mtvib.training import TrainingDiverged
 
     try:
         yield
@@ -288,7 +287,6 @@ def _stop_if_diverged(checkpoint_dir=None):
 
 
 def _train_domains(args):
-    _adversarial_flags(args)
     if args.adversarial:
         raise SystemExit("tf-mtvib: --adversarial trains MTVIB-paper systems; --dataset domains does not support it.")
     _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "kl_warmup", "temperature_floor")
@@ -313,8 +311,7 @@ def _train_domains(args):
     from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
     from tf_mtvib.data.validation import check_finite_weights
-    from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
-    from tf_mtvib.training.callbacks import StopOnNonFiniteLoss
+    from tf_mtvib.training import KLAnnealing, StopOnNonFiniteLoss, TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
     strategy = _device_setup(args)
