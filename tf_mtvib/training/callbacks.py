@@ -85,31 +85,25 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
-    def _cause(self):
+    def _stop_if_not_finite(self, loss, where, epoch, step=None):
+        if loss is None or math.isfinite(float(loss)):
+            return
         rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
         rate = f" ({float(keras.ops.convert_to_numpy(rate)):g})" if rate is not None else ""
-        return (
-            f"the likely cause is a learning rate{rate} too large for the model, or inputs and "
-            "targets far outside the range the model was made for; lower the learning rate"
+        raise TrainingDiverged(
+            f"training diverged: the {where} is {float(loss)}; the likely cause is a learning rate{rate} too "
+            "large for the model, or inputs and targets far outside the range the model was made for; "
+            "lower the learning rate.",
+            epoch, step,
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"training diverged: the loss is {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}; "
-                f"{self._cause()}.",
-                self.epoch + 1, batch + 1,
-            )
+        where = f"loss at epoch {self.epoch + 1}, step {batch + 1}"
+        self._stop_if_not_finite((logs or {}).get("loss"), where, self.epoch + 1, batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("val_loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"training diverged: the validation loss is {float(loss)} after epoch {epoch + 1}; "
-                f"{self._cause()}.",
-                epoch + 1,
-            )
+        where = f"validation loss after epoch {epoch + 1}"
+        self._stop_if_not_finite((logs or {}).get("val_loss"), where, epoch + 1)
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
