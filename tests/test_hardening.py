@@ -108,6 +108,7 @@ def test_divergence_stops_at_its_step_and_keeps_the_last_good_checkpoint(sample_
     assert all(np.all(np.isfinite(w.numpy())) for w in restored.weights)
 
 
+@pytest.mark.slow
 def test_nan_weights_are_refused_and_metrics_json_stays_valid(run_dir, tmp_path, capsys):
     run = _copy_run(run_dir, tmp_path)
     model = keras.models.load_model(run / "model.keras")

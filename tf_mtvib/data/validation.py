@@ -123,7 +123,7 @@ def check_value_range(x, value_range, name="x"):
         )
 
 
-def check_domain_data(x, y, input_shape, num_tasks, num_classes, value_range=None):
+def check_domain_data(x, y, input_shape, num_tasks, num_classes):
     """Checks multi-domain (VMTL-family) data: `x = {"images": (n, ...), "task":
     (n,) task index}` and, unless None, class labels `y (n,)`."""
     if not isinstance(x, dict) or "images" not in x or "task" not in x:
@@ -132,7 +132,6 @@ def check_domain_data(x, y, input_shape, num_tasks, num_classes, value_range=Non
             f"received {type(x).__name__}."
         )
     images = check_images(x["images"], input_shape, name="x['images']")
-    check_value_range(images, value_range, name="x['images']")
     check_class_labels(x["task"], num_tasks, len(images), "x['task']")
     if y is not None:
         check_class_labels(y, num_classes, len(images), "`y`")
@@ -159,7 +158,7 @@ def check_model_data(model, x, y=None, require_all_labels=True):
 
 def check_finite_weights(model, what=None):
     """Raises ValueError when any weight of `model` is NaN or Inf (a diverged run)."""
-    bad = [w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w.numpy(), dtype=np.float64)))]
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(w.numpy()))]
     if bad:
         raise ValueError(
             f"{what or 'The model ' + repr(model.name)} has non-finite (NaN or Inf) weights in "
