@@ -10,6 +10,8 @@ import hashlib
 import importlib.resources
 import json
 import os
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -95,8 +97,9 @@ def load_multi(name, data_dir=None, cache_dir=None, num_train=None, num_test=Non
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = os.path.join(cache_dir or default_cache_dir(), f"{name}-{key}.npz")
     if os.path.exists(path):
-        with np.load(path) as cached:
-            return {s: (cached[f"x_{s}"], cached[f"y_{s}"]) for s in ("train", "test")}
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
     source = idx.load_mnist_like(SOURCES[name], data_dir, allow_download=allow_download)
     result = {}
     for offset, split in enumerate(("train", "test")):
@@ -106,6 +109,17 @@ def load_multi(name, data_dir=None, cache_dir=None, num_train=None, num_test=Non
         with open(tmp, "wb") as f:
             np.savez(f, recipe=json.dumps(recipe), **{f"{p}_{s}": result[s][i] for s in result for i, p in enumerate("xy")})
     return result
+
+
+def _read_cache(path):
+    """The cached splits, or None (with a warning naming the file) when the
+    file is damaged: a cache is regenerated rather than trusted."""
+    try:
+        with np.load(path) as cached:
+            return {s: (cached[f"x_{s}"], cached[f"y_{s}"]) for s in ("train", "test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"The cache file {path} is damaged ({error}); generating the data set again.", stacklevel=3)
+        return None
 
 
 def load_sample():
