@@ -27,7 +27,7 @@ class AdversarialTraining:
         fraction: share of each batch replaced by adversarial examples
             (the first rows). Default value: `0.5`.
         tasks: attacked task names. Default value: every classification task.
-        task_weights: lambda_c of the attacked tasks. Default value: all 1.
+        task_weights: lambda_c of the attacked tasks. Default value: 1/M each.
         norm: `np.inf` or `2`.
         clip_min, clip_max: input range. Default value: `0.0`, `1.0`.
         seed: seed of the random starts.
