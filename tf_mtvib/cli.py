@@ -40,7 +40,7 @@ def _parser():
     train.add_argument("--adv-eps", type=float, default=0.1, help="L-inf radius of the training attack")
     train.add_argument("--adv-steps", type=int, default=7, help="PGD steps of the training attack")
     train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
-    train.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch attacked")
+    train.add_argument("--adv-fraction", type=float, default=1.0, help="share of each batch attacked (1: whole batches, as Madry et al.)")
     domains = train.add_argument_group("--dataset domains (VMTL)")
     domains.add_argument("--domains", nargs="+", default=["mnist", "rotated", "digits"],
                          help="tasks: mnist, rotated, inverted, digits")
