@@ -100,20 +100,23 @@ def fgsm_row(rows, task_set, task, mode="mean"):
     return [100 * r["accuracy"][task] for r in chosen]
 
 
+def system_tasks(entries, dataset):
+    """`(system, task, result rows, the paper's FGSM row as text)` in table order."""
+    for system in SYSTEMS:
+        if system in entries:
+            for task in TASKS:
+                yield system, task, entries[system]["rows"], " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
+
+
 def fgsm_mode_table(entries, dataset, modes, labels):
     """Rows `| system | task | <label> | ours | paper |` for each mode in `modes` the results hold."""
     lines = ["| system | task | " + labels + " | ours (%) | paper (%) |", "| --- | --- | --- | --- | --- |"]
     both = "+".join(TASKS)
-    for system in SYSTEMS:
-        if system not in entries:
-            continue
-        rows = entries[system]["rows"]
-        for task in TASKS:
-            paper = " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
-            for mode, label in modes.items():
-                values = fgsm_row(rows, both, task, mode)
-                if values:
-                    lines.append(f"| {system.upper()} | {task} | {label} | {' / '.join(f'{v:.1f}' for v in values)} | {paper} |")
+    for system, task, rows, paper in system_tasks(entries, dataset):
+        for mode, label in modes.items():
+            values = fgsm_row(rows, both, task, mode)
+            if values:
+                lines.append(f"| {system.upper()} | {task} | {label} | {' / '.join(f'{v:.1f}' for v in values)} | {paper} |")
     return lines
 
 
@@ -125,17 +128,12 @@ def tables(results, num_test):
             continue
         lines += [f"### {dataset}: FGSM, test accuracy (%) per eta {list(ETAS)} ({num_test} test images)", ""]
         lines += ["| system | task | attack | ours | paper |", "| --- | --- | --- | --- | --- |"]
-        for system in SYSTEMS:
-            if system not in entries:
-                continue
-            rows = entries[system]["rows"]
-            for task in TASKS:
-                paper = " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
-                for task_set in (task, "+".join(TASKS)):
-                    ours = " / ".join(f"{v:.1f}" for v in fgsm_row(rows, task_set, task))
-                    label = "that task" if task_set == task else "both tasks"
-                    used = (system in ("stl", "stvib")) == (task_set == task)
-                    lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
+        for system, task, rows, paper in system_tasks(entries, dataset):
+            for task_set in (task, "+".join(TASKS)):
+                ours = " / ".join(f"{v:.1f}" for v in fgsm_row(rows, task_set, task))
+                label = "that task" if task_set == task else "both tasks"
+                used = (system in ("stl", "stvib")) == (task_set == task)
+                lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
         lines += ["", f"### {dataset}: iterative attacks on both tasks, joint / top-left / bottom-right accuracy (%)", ""]
         lines += ["| system | PGD-10 eps 0.05 | PGD-10 eps 0.10 | MIM-10 eps 0.05 | MIM-10 eps 0.10 | FGSM eps 0.10 |", "| --- | --- | --- | --- | --- | --- |"]
         for system in SYSTEMS:
