@@ -439,7 +439,10 @@ class VMTL(_MultiDomainModel):
         return ops.where(present, batch, store)
 
     def _amortized_params(self, code_means):
-        loc, scale = self.amortized(code_means)  # (T, C, D)
+        # The class means are the amortized network's data, as the class-mean
+        # features are in the authors' code: KL_w trains the network, and
+        # cannot pull the tasks' representations together through them.
+        loc, scale = self.amortized(ops.stop_gradient(code_means))  # (T, C, D)
         return ops.cast(loc, "float32"), ops.cast(scale, "float32")
 
     def _logit_moments(self, z, task_onehot, code_means):
