@@ -17,6 +17,9 @@ def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test_accuracy"]) == {"top_left", "bottom_right", "joint"}
     assert metrics["test_examples"] == 50 and len(metrics["history"]["loss"]) == 1
+    sample = json.loads((run / "config.json").read_text())["data_sources"]["sample"]
+    assert sample["origin"] == "tf_mtvib package" and len(sample["sha256"]["multimnist_sample.npz"]) == 64
+    assert metrics["data_sources"]["sample"] == sample
     assert "bottleneck_kl" in metrics["history"] and "top_left_sigma" in metrics["history"]
     out = capsys.readouterr().out
     assert "top_left" in out and "joint" in out
@@ -51,14 +54,15 @@ def test_changed_settings_do_not_resume_silently(tmp_path):
         cli.main(["train", "--epochs", "2", "--model", "uwl", "--out", str(run), *SMALL])
 
 
-def test_missing_data_names_what_was_tried_and_writes_nothing(tmp_path, capsys):
+def test_given_data_dir_is_the_only_source_and_nothing_is_written(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_MTVIB_DATA", data_dir)  # real files elsewhere must not be used silently
     run = tmp_path / "run"
     code = cli.main(
         ["train", "--dataset", "multimnist", "--data-dir", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path / "c"), "--out", str(run), *SMALL]
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "nowhere" in err and "TF_MTVIB_DATA" in err
+    assert "nowhere" in err and "only source tried" in err and "train-images-idx3-ubyte" in err
     assert not run.exists()
 
 

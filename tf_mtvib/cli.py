@@ -201,6 +201,7 @@ def train(args):
             tasks=args.adv_tasks, seed=args.seed,
         )
     data = _load_data(config)  # validated before anything is written
+    config["data_sources"] = data.sources
     if args.adv_tasks:
         unknown = sorted(set(args.adv_tasks) - {t.name for t in data.tasks})
         if unknown:
@@ -238,6 +239,7 @@ def train(args):
         "train_seconds": seconds,
         "train_examples": int(len(data.x_train)),
         "test_examples": int(len(data.x_test)),
+        "data_sources": data.sources,
     }
     with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
@@ -262,6 +264,7 @@ def _train_domains(args):
     }
     config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
     data = _load_data(config)
+    config["data_sources"] = data.sources
 
     import keras
 
@@ -298,7 +301,7 @@ def _train_domains(args):
         model.save(tmp)
     atomic.write_json(os.path.join(out, "metrics.json"), {
         "test_accuracy": accuracies, "history": {k: [float(v) for v in vs] for k, vs in history.items()},
-        "train_seconds": seconds, "train_examples": data.train_sizes,
+        "train_seconds": seconds, "train_examples": data.train_sizes, "data_sources": data.sources,
     })
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
     print(f"Run folder: {out}")
@@ -485,6 +488,7 @@ def tune(args):
         "batch_size": args.batch_size,
     }
     data = _load_data(config)
+    config["data_sources"] = data.sources
     (x_train, y_train), (x_val, y_val) = _split_validation(data, args.val_fraction)
 
     import keras
@@ -512,7 +516,8 @@ def tune(args):
     )
     best = tuner.get_best_models(1)[0]
     accuracies = task_accuracies(best, data.x_test, data.y_test)
-    summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies}
+    summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies,
+               "data_sources": data.sources}
     with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         best.save(tmp)
     atomic.write_json(os.path.join(out, "config.json"), config)
