@@ -189,11 +189,14 @@ def train(args):
 
     import keras
 
+    from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.pipeline import make_dataset
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.training import AdversarialTraining, EpochCheckpoint
 
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
+    folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     adversarial = None
     if args.adversarial:
         adversarial = AdversarialTraining(
@@ -207,19 +210,21 @@ def train(args):
         if unknown:
             raise ValueError(f"--adv-tasks names unknown task(s) {unknown}; the tasks are {[t.name for t in data.tasks]}.")
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
     with strategy.scope():
         model, state = _build_or_restore(args, data, adversarial, checkpoint_dir)
+    distribute.check_same_on_all_workers(
+        strategy, state["epoch"], f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
+    )
     if state["epoch"]:
         print(f"Resuming {out} after epoch {state['epoch']}.")
-    os.makedirs(out, exist_ok=True)
-    atomic.write_json(saved_config, config)
+    os.makedirs(folder, exist_ok=True)
+    atomic.write_json(os.path.join(folder, "config.json"), config)
 
     if strategy.num_replicas_in_sync > 1:
         print(f"Training on {strategy.num_replicas_in_sync} replicas, global batch {args.batch_size}.")
-    train_ds = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
-    test_ds = make_dataset(data.x_test, data.y_test, 500)
-    checkpoint = EpochCheckpoint(checkpoint_dir, history=state["history"])
+    train_ds = distribute.shard_by_data(make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed))
+    test_ds = distribute.shard_by_data(make_dataset(data.x_test, data.y_test, 500))
+    checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"])
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     start = time.time()
     if state["epoch"] < args.epochs:
@@ -228,7 +233,7 @@ def train(args):
             epochs=args.epochs,
             initial_epoch=state["epoch"],
             validation_data=test_ds,
-            callbacks=[keras.callbacks.TensorBoard(os.path.join(out, "logs")), checkpoint],
+            callbacks=[keras.callbacks.TensorBoard(os.path.join(folder, "logs")), checkpoint],
             verbose=verbose,
         )
     seconds = time.time() - start
@@ -241,11 +246,11 @@ def train(args):
         "test_examples": int(len(data.x_test)),
         "data_sources": data.sources,
     }
-    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+    with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    atomic.write_json(os.path.join(out, "metrics.json"), metrics)
+    atomic.write_json(os.path.join(folder, "metrics.json"), metrics)
     _print_accuracies(f"{args.model} on {args.dataset} test split ({len(data.x_test)} images):", accuracies)
-    print(f"Run folder: {out}")
+    _print_run_folder(out, strategy, model)
     return 0
 
 
@@ -306,6 +311,16 @@ def _train_domains(args):
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
     print(f"Run folder: {out}")
     return 0
+
+
+def _print_run_folder(out, strategy, model):
+    from tf_mtvib import distribute
+
+    task_type, task_id = distribute.worker_role(strategy)
+    if task_type is not None:
+        role = "chief" if distribute.is_chief(strategy) else "not the chief: its files go to a temporary folder"
+        print(f"Worker {task_type}:{task_id} ({role}); weights fingerprint {distribute.weights_fingerprint(model)}")
+    print(f"Run folder: {out}")
 
 
 def _build_or_restore(args, data, adversarial, checkpoint_dir):
