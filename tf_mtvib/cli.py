@@ -268,11 +268,13 @@ def _train_domains(args):
         )
     }
     config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
     data = _load_data(config)
     config["data_sources"] = data.sources
 
     import keras
 
+    from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.domains import make_domain_dataset
     from tf_mtvib.evaluation import domain_accuracies
@@ -280,14 +282,14 @@ def _train_domains(args):
     from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
+    folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     with strategy.scope():
         model = build_vmtl_system(
             args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
             latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
         )
         model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
     if args.model not in ("stl", "bmtl"):
         callbacks += [
             KLAnnealing(args.kl_warmup, args.kl_weight),
@@ -295,21 +297,22 @@ def _train_domains(args):
         ]
     start = time.time()
     history = model.fit(
-        make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed), epochs=args.epochs,
+        distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed)),
+        epochs=args.epochs,
         callbacks=callbacks, verbose=args.verbose if args.verbose == "auto" else int(args.verbose),
     ).history
     seconds = time.time() - start
     accuracies = domain_accuracies(model, data)
-    os.makedirs(out, exist_ok=True)
-    atomic.write_json(os.path.join(out, "config.json"), config)
-    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+    os.makedirs(folder, exist_ok=True)
+    atomic.write_json(os.path.join(folder, "config.json"), config)
+    with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    atomic.write_json(os.path.join(out, "metrics.json"), {
+    atomic.write_json(os.path.join(folder, "metrics.json"), {
         "test_accuracy": accuracies, "history": {k: [float(v) for v in vs] for k, vs in history.items()},
         "train_seconds": seconds, "train_examples": data.train_sizes, "data_sources": data.sources,
     })
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
-    print(f"Run folder: {out}")
+    _print_run_folder(out, strategy, model)
     return 0
 
 
