@@ -71,3 +71,27 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     assert fingerprints[0] == fingerprints[1]
     assert "(chief)" in outputs[0][0] and "not the chief" in outputs[1][0]
     assert os.listdir(tmp_path / "tmp") == []  # the other worker removed its temporary folder
+
+
+@pytest.mark.slow
+def test_distributed_search_chief_serves_the_oracle_and_a_worker_runs_the_trials(tmp_path):
+    search = tmp_path / "search"
+    port = free_ports(1)[0]
+    argv = [sys.executable, "-m", "tf_mtvib", "tune", "--hypermodel", "gs", "--tuner", "grid", "--max-trials", "2",
+            "--epochs", "1", "--num-train", "100", "--num-test", "50", "--batch-size", "50", "--out", str(search)]
+    processes = []
+    for tuner_id in ("chief", "tuner0"):
+        env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_TUNER_ID": tuner_id,
+               "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+        processes.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    outputs = wait_all(processes, timeout=150)
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    summary = json.loads((search / "tuning.json").read_text())
+    assert len(summary["best"]) == 2 and all(t["score"] is not None for t in summary["best"])
+    assert {t["hyperparameters"]["weight_top_left"] for t in summary["best"]} == {0.1, 0.3}  # the grid's first two
+    trials = [json.loads(p.read_text()) for p in (search / "search").glob("trial_*/trial.json")]
+    assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials)
+    assert (search / "model.keras").is_file() and (search / "savedmodel" / "1" / "saved_model.pb").is_file()
+    assert "no trials left" in outputs[1][0] and "Best trial" in outputs[0][0]

@@ -505,19 +505,21 @@ def tune(args):
         "max_trials": args.max_trials, "epochs": args.epochs, "val_fraction": args.val_fraction,
         "batch_size": args.batch_size,
     }
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
+    from tf_mtvib import tuning
+
+    role = tuning.search_role()  # None, or keras-tuner's 'chief' / 'worker' (KERASTUNER_* variables)
     data = _load_data(config)
     config["data_sources"] = data.sources
     (x_train, y_train), (x_val, y_val) = _split_validation(data, args.val_fraction)
 
     import keras
 
-    from tf_mtvib import tuning
     from tf_mtvib.data import atomic
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.export import export_savedmodel
 
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
     common = dict(objective=args.objective, robust_eps=args.robust_eps, seed=args.seed)
     if args.hypermodel == "mtvib":
         hypermodel = tuning.MTVIBHyperModel(data.tasks, data.input_shape, **common)
@@ -525,13 +527,17 @@ def tune(args):
         hypermodel = tuning.GSHyperModel(data.tasks, data.input_shape, learning_rate=args.lr, **common)
     tuner = tuning.make_tuner(
         hypermodel, args.tuner, max_trials=args.max_trials, directory=out, project_name="search",
-        overwrite=args.overwrite, max_epochs=args.epochs, seed=args.seed, distribution_strategy=strategy,
+        overwrite=args.overwrite and role != "worker", max_epochs=args.epochs, seed=args.seed,
+        distribution_strategy=strategy,
     )
     fit_kwargs = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
     tuner.search(
         x_train, y_train, validation_data=(x_val, y_val), batch_size=args.batch_size,
         verbose=args.verbose if args.verbose == "auto" else int(args.verbose), **fit_kwargs,
     )
+    if role == "worker":
+        print(f"Tuner {tuner.tuner_id}: no trials left; the chief writes the results to {out}.")
+        return 0
     best = tuner.get_best_models(1)[0]
     accuracies = task_accuracies(best, data.x_test, data.y_test)
     summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies,
