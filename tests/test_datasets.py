@@ -2,7 +2,6 @@
 from local files, equal to the package's own loaders."""
 
 import numpy as np
-import pytest
 import tensorflow_datasets as tfds
 
 import tf_mtvib.datasets as tm_datasets

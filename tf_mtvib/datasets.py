@@ -36,6 +36,15 @@ from tf_mtvib.data import domains, idx, mtfl, multimnist
 _VERSION = tfds.core.Version("1.0.0")
 
 
+def _dataset_info(builder, description, features, supervised_keys):
+    # Unshuffled, so that the splits keep the package's order; the source
+    # digests go into the metadata during generation.
+    return tfds.core.DatasetInfo(
+        builder=builder, description=description, features=tfds.features.FeaturesDict(features),
+        supervised_keys=supervised_keys, disable_shuffling=True, metadata=tfds.core.MetadataDict(),
+    )
+
+
 class MultiConfig(tfds.core.BuilderConfig):
     """Seed and sizes of a MultiMNIST / MultiFashion variant.
 
@@ -61,17 +70,11 @@ class _MultiBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     BUILDER_CONFIGS = [MultiConfig(name="default", description="120,000 / 10,000 examples, seed 0: `load_task_data`'s default.")]
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=multimnist.__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(multimnist.CANVAS, multimnist.CANVAS, 1)),
-                **{task: tfds.features.ClassLabel(num_classes=10) for task in multimnist.TASK_NAMES},
-            }),
-            supervised_keys=("image", {task: task for task in multimnist.TASK_NAMES}),
-            disable_shuffling=True,  # the package's order, so both front doors agree
-            metadata=tfds.core.MetadataDict(),
-        )
+        features = {
+            "image": tfds.features.Image(shape=(multimnist.CANVAS, multimnist.CANVAS, 1)),
+            **{task: tfds.features.ClassLabel(num_classes=10) for task in multimnist.TASK_NAMES},
+        }
+        return _dataset_info(self, multimnist.__doc__, features, ("image", {t: t for t in multimnist.TASK_NAMES}))
 
     def _split_generators(self, dl_manager):
         source_name = multimnist.SOURCES[self.NAME_IN_PACKAGE]
@@ -117,18 +120,12 @@ class Mtfl(tfds.core.GeneratorBasedBuilder):
     )
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=mtfl.__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(mtfl.IMAGE_SIZE, mtfl.IMAGE_SIZE, 3)),
-                "landmarks": tfds.features.Tensor(shape=(10,), dtype=np.float32),
-                **{name: tfds.features.ClassLabel(num_classes=size) for name, size in mtfl.ATTRIBUTES},
-            }),
-            supervised_keys=("image", {name: name for name, _ in mtfl.ATTRIBUTES}),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        features = {
+            "image": tfds.features.Image(shape=(mtfl.IMAGE_SIZE, mtfl.IMAGE_SIZE, 3)),
+            "landmarks": tfds.features.Tensor(shape=(10,), dtype=np.float32),
+            **{name: tfds.features.ClassLabel(num_classes=size) for name, size in mtfl.ATTRIBUTES},
+        }
+        return _dataset_info(self, mtfl.__doc__, features, ("image", {name: name for name, _ in mtfl.ATTRIBUTES}))
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
@@ -164,18 +161,12 @@ class VmtlDomains(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _idx_instructions("MNIST") + " scikit-learn provides the 'digits' domain."
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=domains.__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "task": tfds.features.ClassLabel(names=list(self.builder_config.domains)),
-                "label": tfds.features.ClassLabel(num_classes=domains.NUM_CLASSES),
-            }),
-            supervised_keys=({"image": "image", "task": "task"}, "label"),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        features = {
+            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "task": tfds.features.ClassLabel(names=list(self.builder_config.domains)),
+            "label": tfds.features.ClassLabel(num_classes=domains.NUM_CLASSES),
+        }
+        return _dataset_info(self, domains.__doc__, features, ({"image": "image", "task": "task"}, "label"))
 
     def _split_generators(self, dl_manager):
         config = self.builder_config
