@@ -23,7 +23,7 @@ from tf_mtvib.data import atomic
 from tf_mtvib.data.domains import load_domains, make_domain_dataset
 from tf_mtvib.evaluation import domain_accuracies
 from tf_mtvib.models.vmtl import VMTL_SYSTEMS, build_vmtl_system
-from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
+from tf_mtvib.training import TemperatureAnnealing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Two-sided 95 % Student t quantiles by degrees of freedom.
@@ -34,12 +34,13 @@ def run_one(system, fraction, seed, args):
     data = load_domains(args.domains, train_fraction=fraction, examples_per_task=args.examples_per_task,
                         data_dir=args.data_dir, seed=seed)
     keras.utils.set_random_seed(seed)
+    variational = system not in ("stl", "bmtl")
+    options = dict(kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)
     model = build_vmtl_system(system, len(data.task_names), data.num_classes, data.input_shape,
-                              dataset_sizes=data.train_sizes, latent_dim=args.latent_dim, seed=seed)
+                              dataset_sizes=data.train_sizes, latent_dim=args.latent_dim, seed=seed,
+                              **(options if variational else {}))
     model.compile(keras.optimizers.Adam(args.lr))
-    callbacks = []
-    if system not in ("stl", "bmtl"):
-        callbacks = [KLAnnealing(args.kl_warmup, args.kl_weight), TemperatureAnnealing(1.0, 0.99, 0.5)]
+    callbacks = [TemperatureAnnealing(1.0, args.temperature_decay, 0.5)] if variational else []
     start = time.time()
     model.fit(make_domain_dataset(data, "train", args.batch_per_task, seed=seed), epochs=args.epochs,
               callbacks=callbacks, verbose=0)
@@ -77,19 +78,24 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--systems", nargs="+", default=list(VMTL_SYSTEMS))
     parser.add_argument("--examples-per-task", type=int, default=1800)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-per-task", type=int, default=32)
     parser.add_argument("--latent-dim", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--kl-warmup", type=int, default=50)
-    parser.add_argument("--kl-weight", type=float, default=0.01, help="KL weight after warm-up")
+    parser.add_argument("--kl-weight", type=float, default=1.0, help="KL weight at the end of annealing (Eq. 13: 1)")
+    parser.add_argument("--kl-anneal-rate", type=float, default=1e-6,
+                        help="KL weight added per step (the paper's 1e-6); 0: --kl-weight from the start")
+    parser.add_argument("--mixture-kl", default="monte-carlo", choices=("monte-carlo", "closed-form"))
+    parser.add_argument("--temperature-decay", type=float, default=0.99, help="Gumbel-softmax tau decay per step")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "vmtl_domains"))
     args = parser.parse_args()
+    settings = (f"e{args.epochs}-lr{args.lr}-d{args.latent_dim}-kl{args.kl_weight}-r{args.kl_anneal_rate}"
+                f"-{args.mixture_kl}-t{args.temperature_decay}")
     results = []
     for seed in args.seeds:
         for fraction in args.fractions:
             for system in args.systems:
-                path = os.path.join(args.out, f"{system}-f{fraction}-s{seed}-e{args.epochs}-kl{args.kl_weight}.json")
+                path = os.path.join(args.out, f"{system}-f{fraction}-s{seed}-{settings}.json")
                 if not os.path.exists(path):
                     result = run_one(system, fraction, seed, args)
                     atomic.write_json(path, result)
@@ -98,7 +104,7 @@ def main():
                 with open(path) as f:
                     results.append(json.load(f))
     text = table(results, args.fractions, args.systems)
-    with atomic.atomic_path(os.path.join(args.out, f"table-e{args.epochs}-kl{args.kl_weight}.md")) as tmp:
+    with atomic.atomic_path(os.path.join(args.out, f"table-{settings}.md")) as tmp:
         with open(tmp, "w") as f:
             f.write(text + "\n")
     print(text)

@@ -102,13 +102,16 @@ def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
 
 def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, capsys):
     run = tmp_path / "vmtl"
-    argv = ["train", "--model", "vmtl", "--dataset", "domains", "--data-dir", data_dir, "--train-fraction", "0.2",
-            "--examples-per-task", "300", "--epochs", "1", "--latent-dim", "16", "--kl-warmup", "5",
-            "--verbose", "0", "--out", str(run)]
+    # Only the flags a user must give: the VMTL family's defaults (epochs, learning rate, latent size,
+    # the paper's KL annealing) have to train a useful model.
+    argv = ["train", "--model", "vmtl", "--dataset", "domains", "--data-dir", data_dir, "--verbose", "0",
+            "--out", str(run)]
     assert cli.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test_accuracy"]) == {"mnist", "rotated", "digits", "average"}
-    assert metrics["history"]["kl_weight"] == [pytest.approx(0.01)] and "temperature" in metrics["history"]
+    assert metrics["test_accuracy"]["average"] > 0.75, metrics["test_accuracy"]  # chance 0.1; benchmark ~0.9
+    assert len(metrics["history"]["kl_weight"]) == 50 and "temperature" in metrics["history"]
+    assert 0 < metrics["history"]["kl_weight"][-1] < 1e-3  # 1e-6 per step
     assert cli.main(["evaluate", str(run)]) == 0
     assert json.loads((run / "eval.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
     assert cli.main(["robustness", str(run), "--eps", "0", "0.2"]) == 0

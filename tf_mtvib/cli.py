@@ -11,6 +11,13 @@ from tf_mtvib import _env  # noqa: F401  (before TensorFlow)
 MTVIB_MODELS = ("mtvib", "uwl", "gs", "stl", "stvib")
 VMTL_MODELS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 PAPER_DEFAULTS = {"latent_dim": 256, "beta": 1e-3, "lr": 1e-4, "batch_size": 200}
+# What `train` uses for a flag left out, per model family: the MTVIB paper's
+# settings, and for the VMTL family those of benchmarks/vmtl_domains.py
+# (RESULTS.md), under which every system of that family trains well.
+FAMILY_DEFAULTS = {
+    "mtvib": {"epochs": 1, "latent_dim": PAPER_DEFAULTS["latent_dim"], "lr": PAPER_DEFAULTS["lr"]},
+    "vmtl": {"epochs": 50, "latent_dim": 128, "lr": 1e-3},
+}
 RUN_FILES = ("config.json", "metrics.json", "model.keras")
 
 
@@ -26,11 +33,17 @@ def _parser():
     train.add_argument("--cache-dir", default=None, help="where generated data sets are cached")
     train.add_argument("--num-train", type=int, default=None, help="training examples (default: all)")
     train.add_argument("--num-test", type=int, default=None, help="test examples (default: all)")
-    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--epochs", type=int, default=None,
+                       help=f"default {FAMILY_DEFAULTS['mtvib']['epochs']}, or {FAMILY_DEFAULTS['vmtl']['epochs']} "
+                            "with --dataset domains")
     train.add_argument("--batch-size", type=int, default=PAPER_DEFAULTS["batch_size"])
-    train.add_argument("--latent-dim", type=int, default=PAPER_DEFAULTS["latent_dim"])
+    train.add_argument("--latent-dim", type=int, default=None,
+                       help=f"default {FAMILY_DEFAULTS['mtvib']['latent_dim']}, or "
+                            f"{FAMILY_DEFAULTS['vmtl']['latent_dim']} with --dataset domains")
     train.add_argument("--beta", type=float, default=PAPER_DEFAULTS["beta"])
-    train.add_argument("--lr", type=float, default=PAPER_DEFAULTS["lr"])
+    train.add_argument("--lr", type=float, default=None,
+                       help=f"Adam's learning rate; default {FAMILY_DEFAULTS['mtvib']['lr']}, or "
+                            f"{FAMILY_DEFAULTS['vmtl']['lr']} with --dataset domains")
     train.add_argument("--task-weights", type=float, nargs="+", default=None, help="fixed task weights for --model gs")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>)")
@@ -47,9 +60,12 @@ def _parser():
     domains.add_argument("--train-fraction", type=float, default=0.1, help="share of each task used for training")
     domains.add_argument("--examples-per-task", type=int, default=1800, help="examples of each MNIST-derived task")
     domains.add_argument("--batch-per-task", type=int, default=32)
-    domains.add_argument("--kl-warmup", type=int, default=50, help="steps of linear KL warm-up")
-    domains.add_argument("--kl-weight", type=float, default=0.01,
-                         help="KL weight after warm-up (Eq. 13 has 1; see README)")
+    domains.add_argument("--kl-weight", type=float, default=1.0,
+                         help="weight of the KLs once annealed (Eq. 13 has 1)")
+    domains.add_argument("--kl-anneal-rate", type=float, default=1e-6,
+                         help="KL weight added per step, from 0 (the paper's 1e-6); 0: --kl-weight from the start")
+    domains.add_argument("--mixture-kl", choices=("monte-carlo", "closed-form"), default="monte-carlo",
+                         help="KL to the mixture priors (see README)")
     domains.add_argument("--temperature-decay", type=float, default=0.99, help="Gumbel-softmax tau decay per step")
     domains.add_argument("--temperature-floor", type=float, default=0.5)
     _add_device_flags(train)
@@ -159,7 +175,15 @@ def _load_data(config):
     )
 
 
+def _family_defaults(args):
+    family = FAMILY_DEFAULTS["vmtl" if args.dataset == "domains" else "mtvib"]
+    for flag, value in family.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+
+
 def train(args):
+    _family_defaults(args)
     _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test", "adv_eps", "adv_steps")
     if args.dataset == "domains" and args.model not in VMTL_MODELS:
         raise ValueError(f"--dataset domains trains {VMTL_MODELS}, received --model {args.model}.")
@@ -255,16 +279,18 @@ def train(args):
 
 
 def _train_domains(args):
-    _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "kl_warmup", "temperature_floor")
-    if args.kl_weight < 0:
-        raise SystemExit(f"tf-mtvib: --kl-weight must be >= 0, received {args.kl_weight}.")
+    _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "temperature_floor")
+    for flag in ("kl_weight", "kl_anneal_rate"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, received {getattr(args, flag)}.")
     out = args.out or os.path.join("runs", f"{args.model}-domains")
     if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
         raise SystemExit(f"tf-mtvib: {out} already holds a trained model; pass --overwrite or another --out.")
     config = {
         k: getattr(args, k) for k in (
             "model", "dataset", "domains", "train_fraction", "examples_per_task", "batch_per_task", "epochs",
-            "latent_dim", "lr", "seed", "kl_warmup", "kl_weight", "temperature_decay", "temperature_floor",
+            "latent_dim", "lr", "seed", "kl_weight", "kl_anneal_rate", "mixture_kl", "temperature_decay",
+            "temperature_floor",
         )
     }
     config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
@@ -279,7 +305,7 @@ def _train_domains(args):
     from tf_mtvib.data.domains import make_domain_dataset
     from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
-    from tf_mtvib.training import KLAnnealing, TemperatureAnnealing
+    from tf_mtvib.training import TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
     folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
@@ -287,14 +313,13 @@ def _train_domains(args):
         model = build_vmtl_system(
             args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
             latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
+            **({} if args.model in ("stl", "bmtl") else dict(
+                kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)),
         )
         model.compile(optimizer=keras.optimizers.Adam(args.lr))
     callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
     if args.model not in ("stl", "bmtl"):
-        callbacks += [
-            KLAnnealing(args.kl_warmup, args.kl_weight),
-            TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)),
-        ]
+        callbacks.append(TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)))
     start = time.time()
     history = model.fit(
         distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed)),

@@ -7,5 +7,6 @@ from tf_mtvib.layers.priors import (
     LearnedWeightsMixturePrior,
     MeanMixturePrior,
     kl_to_mixture,
+    kl_to_weighted_sum,
 )
 from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting, ValueRange

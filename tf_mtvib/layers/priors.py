@@ -1,5 +1,6 @@
 """Mixture priors built from the other tasks' posteriors (VMTL Eqs. 9-11) and
-the Monte Carlo KL to them."""
+the two KLs to them: the Monte Carlo KL to the true mixture and the closed
+form of the authors' code."""
 
 import keras
 import tensorflow as tf
@@ -38,6 +39,33 @@ def kl_to_mixture(loc, scale, component_loc, component_scale, weights, num_sampl
     noise = keras.random.normal((num_samples,) + tuple(ops.shape(loc)), seed=seed)
     samples = loc[None] + scale[None] * noise
     return ops.mean(posterior.log_prob(samples) - prior.log_prob(samples), axis=0)
+
+
+def kl_to_weighted_sum(loc, scale, component_loc, component_scale, weights):
+    """Closed-form `KL(N(loc, scale^2) || N(sum_k w_k c_loc_k, sum_k w_k^2 c_scale_k^2))`.
+
+    The prior here is the law of `sum_k w_k z_k` for independent
+    `z_k ~ N(c_loc_k, c_scale_k^2)`, the Gaussian the VMTL authors' code puts
+    in place of the mixture of Eqs. 9 and 11 so that the KL has a closed form
+    (the paper, Sec. 2.4: "the KL terms can be computed in closed forms"). It
+    is not the mixture: with weights 1/K it is narrower than every component.
+
+    Args:
+        loc, scale: `(batch, dim)` diagonal Gaussians q.
+        component_loc, component_scale: `(batch, K, dim)`.
+        weights: `(batch, K)` mixing weights.
+
+    Returns:
+        `(batch,)` KLs, summed over `dim`.
+    """
+    weights = ops.cast(weights, "float32")[..., None]
+    prior_loc = ops.sum(weights * ops.cast(component_loc, "float32"), axis=-2)
+    prior_scale = ops.sqrt(ops.sum(ops.square(weights * ops.cast(component_scale, "float32")), axis=-2))
+    posterior = tfd.Independent(tfd.Normal(ops.cast(loc, "float32"), ops.cast(scale, "float32")), 1)
+    return tfd.kl_divergence(posterior, tfd.Independent(tfd.Normal(prior_loc, prior_scale), 1))
+
+
+MIXTURE_KLS = {"closed-form": kl_to_weighted_sum, "monte-carlo": kl_to_mixture}
 
 
 def other_tasks(num_tasks):
@@ -91,12 +119,14 @@ class GumbelSoftmaxMixturePrior(keras.layers.Layer):
 
     def relatedness(self):
         """pi_ti, `(T, T-1)`: the learned probability that t and i are related."""
-        return ops.sigmoid(self.relatedness_logits)
+        return ops.sigmoid(ops.cast(self.relatedness_logits, "float32"))
 
     def relaxed_weights(self):
         """One draw of the relaxed A_ti of Eq. 10, `(T, T-1)` in (0, 1)."""
         seed = ops.cast(keras.random.randint((2,), 0, 2**30, seed=self.seed_generator), "int32")
-        relaxed = tfd.RelaxedBernoulli(ops.cast(self.temperature, "float32"), logits=self.relatedness_logits)
+        # float32 whatever the dtype policy: TFP wants one dtype, and these are probabilities.
+        logits = ops.cast(self.relatedness_logits, "float32")
+        relaxed = tfd.RelaxedBernoulli(ops.cast(self.temperature, "float32"), logits=logits)
         return relaxed.sample(seed=seed)
 
     def call(self, inputs=None, training=None):
@@ -119,7 +149,7 @@ class LearnedWeightsMixturePrior(GumbelSoftmaxMixturePrior):
     no Gumbel noise and no temperature."""
 
     def call(self, inputs=None, training=None):
-        return ops.softmax(self.relatedness_logits, axis=-1)
+        return ops.softmax(ops.cast(self.relatedness_logits, "float32"), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")

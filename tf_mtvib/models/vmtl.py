@@ -9,18 +9,20 @@ own task. `tf_mtvib.data.domains.make_domain_dataset` builds such batches.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 from keras import ops
 
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
-from tf_mtvib.layers.priors import kl_to_mixture, mixture_prior, other_tasks
+from tf_mtvib.layers.priors import MIXTURE_KLS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
 from tf_mtvib.models.mtvib import _replica_scale
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
 CLASSIFIERS = ("bayesian", "amortized")
+tfd = tfp.distributions
+
 VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 
 
@@ -33,8 +35,31 @@ def _check_inputs(inputs, num_tasks):
     return inputs["images"], ops.cast(ops.reshape(inputs["task"], (-1,)), "int32")
 
 
+def _labels(y):
+    return ops.cast(ops.reshape(y, (-1,)), "int32")
+
+
+def _task_mean(values, onehot, sample_weight=None):
+    """`(1/T') sum_t (1/N_t) sum_{n in t} values_n` over the T' tasks present
+    in the batch: the per-task averages of VMTL Eq. 8, so that a task's weight
+    does not depend on its share of the batch. `values (batch,)`,
+    `onehot (batch, T)`, optional `sample_weight (batch,)`."""
+    weights = onehot if sample_weight is None else onehot * ops.cast(ops.reshape(sample_weight, (-1, 1)), "float32")
+    totals = ops.sum(weights, axis=0)
+    per_task = ops.sum(weights * values[:, None], axis=0) / ops.maximum(totals, 1e-12)
+    present = ops.cast(totals > 0, "float32")
+    return ops.sum(per_task * present) / ops.maximum(ops.sum(present), 1.0)
+
+
 class _MultiDomainModel(keras.Model):
-    """Shared plumbing: per-task metrics, extractor sharing, config."""
+    """Shared plumbing: per-task metrics, extractor sharing, config.
+
+    Both families train through Keras' own `train_step` / `test_step`: the
+    subclasses' `compute_loss(x, y, y_pred, sample_weight, training)` is
+    the whole objective, so `fit`, `evaluate`, `sample_weight`,
+    tf.distribute and mixed precision's loss scaling are Keras'. The
+    reported `loss` (and `val_loss`) is that objective.
+    """
 
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
         super().__init__(**kwargs)
@@ -58,11 +83,10 @@ class _MultiDomainModel(keras.Model):
             keras.metrics.SparseCategoricalAccuracy(name=f"{n}_accuracy") for n in self.task_names
         ]
         self.nll_tracker = keras.metrics.Mean(name="nll")
-        self.total_loss_tracker = keras.metrics.Mean(name="loss")
 
     def _build_if_shaped(self):
-        # The custom train steps never pass through __call__, which would build
-        # lazily; with a known input shape the model is built at once.
+        # Built at once for a known input shape, so that weights exist before
+        # the first call (loading, export, optimizer state).
         if self.example_shape is not None:
             self.build((None,) + self.example_shape)
 
@@ -88,14 +112,6 @@ class _MultiDomainModel(keras.Model):
                 layer.build(input_shape)
         return extractors[0].compute_output_shape(input_shape)[-1]
 
-    def _update_metrics(self, labels, logits, onehot):
-        self.accuracy_tracker.update_state(labels, logits)
-        for t, tracker in enumerate(self.task_accuracy_trackers):
-            tracker.update_state(labels, logits, sample_weight=onehot[:, t])
-
-    def _core_metrics(self):
-        return [self.total_loss_tracker, self.nll_tracker, self.accuracy_tracker, *self.task_accuracy_trackers]
-
     def compile(self, optimizer="adam", loss=None, **kwargs):
         if loss is not None:
             raise ValueError(f"{type(self).__name__} computes its own loss; received loss={loss!r}.")
@@ -106,16 +122,33 @@ class _MultiDomainModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def _layer_losses(self):
+        total = 0.0
+        for layer_loss in self.losses:
+            total = total + ops.cast(self._aggregate_additional_loss(layer_loss), "float32")
+        return total
+
+    @property
+    def metrics(self):
+        # The z heads are GaussianBottlenecks used only for their posterior
+        # parameters; their own KL trackers would log zeros.
+        inner = {id(m) for layer in self._flatten_layers(include_self=False) for m in layer.metrics}
+        return [m for m in super().metrics if id(m) not in inner]
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
+        return super().fit(x, y, *args, **kwargs)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
         _, task = _check_inputs(x, self.num_tasks)
-        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
-        logits = self(x, training=False)
-        nll = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        self.nll_tracker.update_state(nll)
-        self.total_loss_tracker.update_state(nll)
-        self._update_metrics(labels, logits, ops.one_hot(task, self.num_tasks))
-        return {m.name: m.result() for m in self._core_metrics()}
+        labels = _labels(y)
+        onehot = ops.one_hot(task, self.num_tasks)
+        self.accuracy_tracker.update_state(labels, y_pred, sample_weight=sample_weight)
+        for t, tracker in enumerate(self.task_accuracy_trackers):
+            weight = onehot[:, t] if sample_weight is None else onehot[:, t] * ops.reshape(sample_weight, (-1,))
+            tracker.update_state(labels, y_pred, sample_weight=weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _base_config(self):
         extractor = (
@@ -147,7 +180,8 @@ class _MultiDomainModel(keras.Model):
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class MultiDomainClassifier(_MultiDomainModel):
     """Deterministic baselines: STL (one extractor per task) and bMTL (a shared
-    extractor); each task has its own softmax head. Loss: cross-entropy."""
+    extractor); each task has its own softmax head. Loss: the per-task mean
+    cross-entropy averaged over tasks (as VMTL's Eq. 8 averages)."""
 
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
         super().__init__(num_tasks, num_classes, extractor, input_shape, task_names, **kwargs)
@@ -167,24 +201,14 @@ class MultiDomainClassifier(_MultiDomainModel):
         logits = ops.stack([head(h) for head in self.heads], axis=0)
         return ops.einsum("tbc,bt->bc", logits, onehot)
 
-    def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         _, task = _check_inputs(x, self.num_tasks)
-        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            nll = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-            loss = _replica_scale(nll + sum(self.losses)) if self.losses else _replica_scale(nll)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        per_example = keras.losses.sparse_categorical_crossentropy(
+            _labels(y), ops.cast(y_pred, "float32"), from_logits=True
+        )
+        nll = _task_mean(per_example, ops.one_hot(task, self.num_tasks), sample_weight)
         self.nll_tracker.update_state(nll)
-        self.total_loss_tracker.update_state(nll)
-        self._update_metrics(labels, logits, ops.one_hot(task, self.num_tasks))
-        return {m.name: m.result() for m in self._core_metrics()}
-
-    @property
-    def metrics(self):
-        return self._core_metrics()
+        return _replica_scale(nll) + self._layer_losses()
 
     def get_config(self):
         return self._base_config()
@@ -192,7 +216,7 @@ class MultiDomainClassifier(_MultiDomainModel):
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class VMTL(_MultiDomainModel):
-    """VMTL (VMTL Eq. 13) and its variants.
+    """VMTL (VMTL Eqs. 8 and 13) and its variants.
 
     For an example x of task t and class y:
     - `h = extractor(x)`; q_t(z|x) = N(mu_t(h), sigma_t(h)^2) (a
@@ -207,23 +231,44 @@ class VMTL(_MultiDomainModel):
       `GumbelSoftmaxMixturePrior` weights for z and w; `'mean'` and
       `'learned-weights'` are the ablations of Table 2; `'normal'` is VSTL's
       N(0, I) (pass one extractor per task for no sharing at all).
+      The other tasks' posteriors enter task t's prior as constants
+      (`stop_gradient`, as the authors' code detaches them): task t's KL
+      moves task t's posterior and the mixing weights, never the posteriors
+      it is compared with.
 
-    `kl_weight` (default 0.01, the paper's Eq. 13 has 1) weighs both KLs;
-    see the README for why. `KLAnnealing` warms it up from 0.
+    The loss is the negative of Eq. 8 / Eq. 13 estimated on a batch:
 
-    Loss per batch (the negative of Eq. 13 per example):
-    `mean_n [ -(1/LM) sum_{l,m} log p(y_n | z_l, w_m) + kl_weight * KL_z,n ]
-     + kl_weight * (1/T) sum_t KL_w,t / N_t`, with L = `z_samples`,
-    M = `w_samples` and N_t = `dataset_sizes[t]`. The KLs to mixtures are
-    Monte Carlo estimates (`kl_to_mixture`), to N(0, I) closed forms.
+        (1/T) sum_t [ (1/B_t) sum_{n in t} ( NLL_n + kl_weight * KL_z,n )
+                      + kl_weight * KL_w,t ]
+
+    - NLL_n = -(1/LM) sum_{l,m} log p(y_n | z_l, w_m), L = `z_samples`,
+      M = `w_samples`: a mean over samples, per example;
+    - KL_z,n: summed over the latent dimensions, one per example;
+    - KL_w,t: summed over all of task t's classifier weights, once per task
+      and step (Eq. 8 subtracts it once per task; it is not divided by N_t);
+    - (1/B_t) sum_{n in t}: the batch estimate of Eq. 8's
+      (1/N_t) sum_{n=1..N_t}, so N_t enters only there (`dataset_sizes` is
+      recorded, not used).
+    KLs to N(0, I) are closed forms. KLs to the mixtures are `mixture_kl`:
+    `'monte-carlo'` (default), an L-sample estimate of the KL to the mixture
+    Eqs. 9 and 11 define, or `'closed-form'`, the KL to the Gaussian
+    N(sum A_i mu_i, sum A_i^2 sigma_i^2) the authors' code puts in the
+    mixture's place (the paper's Sec. 2.4 says its KLs are closed forms).
+    That Gaussian is narrower than every component, and as the KL weight
+    grows it pulled VMTL-AC (and VMTL at constant weights >= 0.01) to chance
+    on the domains where the Monte Carlo KL did not (README, RESULTS.md).
+
+    KL annealing (Bowman et al. 2016, as in the paper's Sec. 4.2): the
+    weight of both KLs is `min(kl_weight, kl_anneal_rate * step)` with step
+    the optimizer's iteration count, so it survives checkpoint / resume.
+    The defaults are the paper's: the rate 1e-6 per iteration, rising
+    towards Eq. 13's weight 1. `kl_anneal_rate=0` uses `kl_weight` from the
+    first step (or a `KLAnnealing` callback's schedule). The current weight
+    is logged as `kl_weight`.
 
     The posteriors start wide (`z_scale_shift=0`: sigma_z ~ 0.69;
-    `w_scale_shift=3`: sigma_w ~ 0.05): with the near-deterministic start of
-    the MTVIB bottleneck the KLs between tasks' posteriors are so large that
-    they pull every posterior to a constant and the classifier to chance.
-    The scales are also bounded (`z_max_scale=1`, `w_max_scale=0.1`): a KL
-    between two learned Gaussians falls as both widen, and unbounded
-    posteriors widened until sampled codes carried no class information.
+    `w_scale_shift=3`: sigma_w ~ 0.05) and their scales are bounded
+    (`z_max_scale=1`, `w_max_scale=0.1`); see the README for why.
 
     Class means are those of the current batch where the class occurs in
     it and otherwise a moving average over training batches (also what
@@ -244,7 +289,9 @@ class VMTL(_MultiDomainModel):
         z_samples=10,
         w_samples=10,
         temperature=1.0,
-        kl_weight=0.01,
+        kl_weight=1.0,
+        kl_anneal_rate=1e-6,
+        mixture_kl="monte-carlo",
         class_mean_momentum=0.9,
         amortized_hidden=256,
         z_scale_shift=0.0,
@@ -263,24 +310,32 @@ class VMTL(_MultiDomainModel):
             raise ValueError(f"`prior` must be one of {PRIOR_KINDS}, received prior={prior!r}.")
         if prior != "normal" and num_tasks < 2:
             raise ValueError(f"prior={prior!r} mixes the other tasks' posteriors and needs num_tasks >= 2.")
-        if dataset_sizes is None or len(dataset_sizes) != num_tasks or min(dataset_sizes) < 1:
+        if mixture_kl not in MIXTURE_KLS:
+            raise ValueError(f"`mixture_kl` must be one of {tuple(MIXTURE_KLS)}, received mixture_kl={mixture_kl!r}.")
+        if dataset_sizes is not None and (len(dataset_sizes) != num_tasks or min(dataset_sizes) < 1):
             raise ValueError(
-                f"`dataset_sizes` must give the {num_tasks} tasks' training-set sizes (they scale KL_w), "
+                f"`dataset_sizes` must give the {num_tasks} tasks' training-set sizes, "
                 f"received dataset_sizes={dataset_sizes!r}."
             )
         for name, value in (("z_samples", z_samples), ("w_samples", w_samples)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, received {name}={value!r}.")
+        if not kl_weight >= 0:
+            raise ValueError(f"`kl_weight` must be >= 0, received kl_weight={kl_weight!r}.")
+        if not kl_anneal_rate >= 0:
+            raise ValueError(f"`kl_anneal_rate` must be >= 0, received kl_anneal_rate={kl_anneal_rate!r}.")
         if not 0 <= class_mean_momentum < 1:
             raise ValueError(f"`class_mean_momentum` must be in [0, 1), received {class_mean_momentum!r}.")
         self.latent_dim = latent_dim
         self.classifier = classifier
         self.prior = prior
-        self.dataset_sizes = [int(n) for n in dataset_sizes]
+        self.dataset_sizes = None if dataset_sizes is None else [int(n) for n in dataset_sizes]
         self.z_samples = z_samples
         self.w_samples = w_samples
         self.initial_temperature = temperature
-        self.initial_kl_weight = kl_weight
+        self.max_kl_weight = float(kl_weight)
+        self.kl_anneal_rate = float(kl_anneal_rate)
+        self.mixture_kl = mixture_kl
         self.class_mean_momentum = class_mean_momentum
         self.amortized_hidden = amortized_hidden
         self.z_scale_shift = z_scale_shift
@@ -290,6 +345,7 @@ class VMTL(_MultiDomainModel):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+        # === Layers ===
         self.z_heads = [
             GaussianBottleneck(latent_dim, beta=0.0, scale_shift=z_scale_shift, max_scale=z_max_scale,
                                name=f"z_posterior_{t}")
@@ -309,8 +365,11 @@ class VMTL(_MultiDomainModel):
             self.w_prior = mixture_prior(
                 prior, num_tasks, temperature=temperature, seed=None if seed is None else seed + 1, name="w_prior"
             )
+
+        # === Metrics ===
         self.kl_z_tracker = keras.metrics.Mean(name="kl_z")
         self.kl_w_tracker = keras.metrics.Mean(name="kl_w")
+        self.kl_weight_tracker = keras.metrics.Mean(name="kl_weight")
         self._build_if_shaped()
 
     # --- structure -------------------------------------------------------
@@ -326,6 +385,7 @@ class VMTL(_MultiDomainModel):
         if self.prior != "normal":
             self.z_prior.build()
             self.w_prior.build()
+        # Replicas average their updates of these running statistics.
         self.feature_means = self.add_weight(
             name="feature_means", shape=(self.num_tasks, self.num_classes, feature_dim),
             initializer="zeros", trainable=False, aggregation="mean",
@@ -334,21 +394,22 @@ class VMTL(_MultiDomainModel):
             name="code_means", shape=(self.num_tasks, self.num_classes, self.latent_dim),
             initializer="zeros", trainable=False, aggregation="mean",
         )
-        # Replicas average their updates of these running statistics.
         self.class_seen = self.add_weight(
             name="class_seen", shape=(self.num_tasks, self.num_classes), initializer="zeros", trainable=False,
             aggregation="mean",
         )
+        initial = 0.0 if self.kl_anneal_rate > 0 else self.max_kl_weight
         self.kl_weight = self.add_weight(
-            name="kl_weight", shape=(), initializer=keras.initializers.Constant(self.initial_kl_weight),
-            trainable=False,
+            name="kl_weight", shape=(), initializer=keras.initializers.Constant(initial),
+            trainable=False, aggregation="only_first_replica",
         )
         self.built = True
 
     def _z_params(self, h):
-        """Every task's q(z|h): loc and scale `(T, ..., D)`."""
+        """Every task's q(z|h): loc and scale `(T, ..., D)`, float32."""
         params = [head.posterior_params(h) for head in self.z_heads]
-        return ops.stack([p[0] for p in params], 0), ops.stack([p[1] for p in params], 0)
+        return (ops.cast(ops.stack([p[0] for p in params], 0), "float32"),
+                ops.cast(ops.stack([p[1] for p in params], 0), "float32"))
 
     def _own(self, per_task, onehot):
         """Selects each example's own task from `(T, batch, ...)`."""
@@ -357,6 +418,7 @@ class VMTL(_MultiDomainModel):
     def _class_means(self, values, task, labels, store, update):
         """`(T, C, dim)` per-(task, class) means: the batch's where a class
         occurs in it, else the moving average in `store` (updated when asked)."""
+        values = ops.cast(values, "float32")
         segments = task * self.num_classes + labels
         size = self.num_tasks * self.num_classes
         sums = tf.math.unsorted_segment_sum(values, segments, size)
@@ -370,7 +432,11 @@ class VMTL(_MultiDomainModel):
             store.assign(ops.where(present, blended, store))
         return ops.where(present, batch, store)
 
-    def _weight_moments(self, z, task_onehot, code_means):
+    def _amortized_params(self, code_means):
+        loc, scale = self.amortized(code_means)  # (T, C, D)
+        return ops.cast(loc, "float32"), ops.cast(scale, "float32")
+
+    def _logit_moments(self, z, task_onehot, code_means):
         """Mean and variance of the logits `(..., batch, C)` for codes z `(..., batch, D)`."""
         if self.classifier == "bayesian":
             moments = [layer.output_moments(z) for layer in self.w_posteriors]
@@ -380,7 +446,7 @@ class VMTL(_MultiDomainModel):
                 ops.einsum("t...bc,bt->...bc", mean, task_onehot),
                 ops.einsum("t...bc,bt->...bc", variance, task_onehot),
             )
-        loc, scale = self.amortized(code_means)  # (T, C, D)
+        loc, scale = self._amortized_params(code_means)
         loc_b = ops.einsum("tcd,bt->bcd", loc, task_onehot)
         scale_b = ops.einsum("tcd,bt->bcd", scale, task_onehot)
         return ops.einsum("...bd,bcd->...bc", z, loc_b), ops.einsum("...bd,bcd->...bc", ops.square(z), ops.square(scale_b))
@@ -390,8 +456,8 @@ class VMTL(_MultiDomainModel):
         if self.classifier == "bayesian":
             loc = ops.stack([ops.reshape(layer.kernel_loc, (-1,)) for layer in self.w_posteriors], 0)
             scale = ops.stack([ops.reshape(layer.kernel_scale, (-1,)) for layer in self.w_posteriors], 0)
-            return loc, scale
-        loc, scale = self.amortized(code_means)
+            return ops.cast(loc, "float32"), ops.cast(scale, "float32")
+        loc, scale = self._amortized_params(code_means)
         return ops.reshape(loc, (self.num_tasks, -1)), ops.reshape(scale, (self.num_tasks, -1))
 
     # --- prediction ------------------------------------------------------
@@ -404,23 +470,37 @@ class VMTL(_MultiDomainModel):
         z = loc
         if training:
             z = loc + scale * keras.random.normal(ops.shape(loc), seed=self.seed_generator)
-        mean, variance = self._weight_moments(z, onehot, self.code_means)
+        mean, variance = self._logit_moments(z, onehot, self.code_means)
         if training:
             return mean + ops.sqrt(variance) * keras.random.normal(ops.shape(mean), seed=self.seed_generator)
         return mean
 
-    # --- training --------------------------------------------------------
-    def elbo_terms(self, x, y, training=True):
-        """Per-batch terms of the loss: `{"nll", "kl_z", "kl_w", "logits"}`.
+    # --- objective -------------------------------------------------------
+    def _mixture_kl(self, loc, scale, component_loc, component_scale, weights):
+        # The other tasks' posteriors are the prior's fixed ingredients.
+        component_loc, component_scale = ops.stop_gradient(component_loc), ops.stop_gradient(component_scale)
+        if self.mixture_kl == "closed-form":
+            return kl_to_weighted_sum(loc, scale, component_loc, component_scale, weights)
+        return kl_to_mixture(loc, scale, component_loc, component_scale, weights, self.z_samples, self.seed_generator)
 
-        `nll` is the mean over examples of -(1/LM) sum log p(y | z_l, w_m),
-        `kl_z` the mean per-example KL of z, `kl_w` the mean over tasks of
-        KL_w,t / N_t; `logits` `(batch, C)` is one sampled prediction.
+    def elbo_terms(self, x, y, training=True):
+        """The terms of the negative ELBO (VMTL Eq. 13) on a batch.
+
+        Args:
+            x: `{"images": (B, ...), "task": (B,)}`; y: labels `(B,)`.
+            training: samples the relaxed mixing weights and updates the
+                running class means when true.
+
+        Returns:
+            `{"nll": (B,) -(1/LM) sum_{l,m} log p(y_n | z_l, w_m),
+              "kl_z": (B,) KL_z,n summed over the latent dimensions,
+              "kl_w": (T,) KL_w,t summed over task t's weights,
+              "logits": (B, C) one sampled prediction}`.
         """
         images, task = _check_inputs(x, self.num_tasks)
-        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        labels = _labels(y)
         onehot = ops.one_hot(task, self.num_tasks)
-        h = self.features(images, onehot, training)
+        h = ops.cast(self.features(images, onehot, training), "float32")
         locs, scales = self._z_params(h)
         loc, scale = self._own(locs, onehot), self._own(scales, onehot)
 
@@ -438,67 +518,55 @@ class VMTL(_MultiDomainModel):
         z = loc[None] + scale[None] * keras.random.normal(
             (self.z_samples,) + tuple(ops.shape(loc)), seed=self.seed_generator
         )
-        mean, variance = self._weight_moments(z, onehot, code_means)  # (L, B, C)
+        mean, variance = self._logit_moments(z, onehot, code_means)  # (L, B, C)
         logits = mean[None] + ops.sqrt(variance)[None] * keras.random.normal(
             (self.w_samples,) + tuple(ops.shape(mean)), seed=self.seed_generator
         )
         targets = ops.broadcast_to(labels, ops.shape(logits)[:-1])
-        nll = ops.mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
+        nll = ops.mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True), axis=(0, 1))
 
         w_loc, w_scale = self._w_posterior_params(code_means)
         if self.prior == "normal":
-            kl_z = 0.5 * ops.sum(ops.square(loc) + ops.square(scale) - 1.0 - 2.0 * ops.log(scale), axis=-1)
-            kl_w = 0.5 * ops.sum(ops.square(w_loc) + ops.square(w_scale) - 1.0 - 2.0 * ops.log(w_scale), axis=-1)
+            kl_z = _kl_to_standard_normal(loc, scale)
+            kl_w = _kl_to_standard_normal(w_loc, w_scale)
         else:
             others = other_tasks(self.num_tasks)  # (T, T-1)
             # q_i(z | m_i^y) for every task i and class y: (T, C, D).
-            prior_locs, prior_scales = [], []
-            for i, head in enumerate(self.z_heads):
-                l_i, s_i = head.posterior_params(feature_means[i])
-                prior_locs.append(l_i)
-                prior_scales.append(s_i)
-            prior_locs, prior_scales = ops.stack(prior_locs, 0), ops.stack(prior_scales, 0)
-            example_others = ops.take(others, task, axis=0)  # (B, T-1)
-            index = example_others * self.num_classes + labels[:, None]
+            prior_params = [head.posterior_params(feature_means[i]) for i, head in enumerate(self.z_heads)]
+            prior_locs = ops.cast(ops.stack([p[0] for p in prior_params], 0), "float32")
+            prior_scales = ops.cast(ops.stack([p[1] for p in prior_params], 0), "float32")
+            index = ops.take(others, task, axis=0) * self.num_classes + labels[:, None]  # (B, T-1)
             flat_locs = ops.reshape(prior_locs, (self.num_tasks * self.num_classes, -1))
             flat_scales = ops.reshape(prior_scales, (self.num_tasks * self.num_classes, -1))
-            z_weights = ops.take(self.z_prior(training=training), task, axis=0)
-            kl_z = kl_to_mixture(
+            kl_z = self._mixture_kl(
                 loc, scale, ops.take(flat_locs, index, axis=0), ops.take(flat_scales, index, axis=0),
-                z_weights, self.z_samples, self.seed_generator,
+                ops.take(self.z_prior(training=training), task, axis=0),
             )
-            kl_w = kl_to_mixture(
+            kl_w = self._mixture_kl(
                 w_loc, w_scale, ops.take(w_loc, others, axis=0), ops.take(w_scale, others, axis=0),
-                self.w_prior(training=training), self.w_samples, self.seed_generator,
+                self.w_prior(training=training),
             )
-        sizes = ops.convert_to_tensor(np.asarray(self.dataset_sizes, "float32"))
-        return {
-            "nll": nll,
-            "kl_z": ops.mean(kl_z),
-            "kl_w": ops.mean(kl_w / sizes),
-            "logits": logits[0, 0],
-        }
+        return {"nll": nll, "kl_z": kl_z, "kl_w": kl_w, "logits": logits[0, 0]}
 
-    def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if training and self.kl_anneal_rate > 0 and getattr(self, "optimizer", None) is not None:
+            step = ops.cast(self.optimizer.iterations, "float32")
+            self.kl_weight.assign(ops.minimum(self.max_kl_weight, self.kl_anneal_rate * step))
+        # y_pred (one sampled prediction) is not enough: Eq. 13 needs L x M
+        # samples and the posteriors themselves, so the terms are recomputed.
+        terms = self.elbo_terms(x, y, training=training)
         _, task = _check_inputs(x, self.num_tasks)
-        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
-        with tf.GradientTape() as tape:
-            terms = self.elbo_terms(x, labels, training=True)
-            loss = terms["nll"] + self.kl_weight * (terms["kl_z"] + terms["kl_w"])
-            scaled = _replica_scale(loss)
-        gradients = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self.total_loss_tracker.update_state(loss)
-        self.nll_tracker.update_state(terms["nll"])
-        self.kl_z_tracker.update_state(terms["kl_z"])
-        self.kl_w_tracker.update_state(terms["kl_w"])
-        self._update_metrics(labels, terms["logits"], ops.one_hot(task, self.num_tasks))
-        return {m.name: m.result() for m in self.metrics}
-
-    @property
-    def metrics(self):
-        return self._core_metrics() + [self.kl_z_tracker, self.kl_w_tracker]
+        onehot = ops.one_hot(task, self.num_tasks)
+        weight = ops.cast(self.kl_weight, "float32")
+        nll = _task_mean(terms["nll"], onehot, sample_weight)
+        kl_z = _task_mean(terms["kl_z"], onehot, sample_weight)
+        kl_w = ops.mean(terms["kl_w"])
+        loss = nll + weight * (kl_z + kl_w)
+        self.nll_tracker.update_state(nll)
+        self.kl_z_tracker.update_state(kl_z)
+        self.kl_w_tracker.update_state(kl_w)
+        self.kl_weight_tracker.update_state(weight)
+        return _replica_scale(loss) + self._layer_losses()
 
     def get_config(self):
         return {
@@ -510,7 +578,9 @@ class VMTL(_MultiDomainModel):
             "z_samples": self.z_samples,
             "w_samples": self.w_samples,
             "temperature": self.initial_temperature,
-            "kl_weight": self.initial_kl_weight,
+            "kl_weight": self.max_kl_weight,
+            "kl_anneal_rate": self.kl_anneal_rate,
+            "mixture_kl": self.mixture_kl,
             "class_mean_momentum": self.class_mean_momentum,
             "amortized_hidden": self.amortized_hidden,
             "z_scale_shift": self.z_scale_shift,
@@ -519,6 +589,12 @@ class VMTL(_MultiDomainModel):
             "w_max_scale": self.w_max_scale,
             "seed": self.seed,
         }
+
+
+def _kl_to_standard_normal(loc, scale):
+    """`KL(N(loc, scale^2) || N(0, I))` summed over the last axis (closed form)."""
+    posterior = tfd.Independent(tfd.Normal(loc, scale), 1)
+    return tfd.kl_divergence(posterior, tfd.Independent(tfd.Normal(ops.zeros_like(loc), ops.ones_like(scale)), 1))
 
 
 def domain_extractor(input_shape, name="extractor"):

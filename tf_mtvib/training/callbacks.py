@@ -43,9 +43,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class KLAnnealing(keras.callbacks.Callback):
-    """Linear warm-up of a VMTL model's KL weight: `final * min(1, step / warmup_steps)`
-    at every training step (counted across epochs); the value at the end of
-    each epoch is logged as `kl_weight`.
+    """Linear warm-up of a VMTL model's KL weight to a fixed value:
+    `final * min(1, step / warmup_steps)` at every training step, with step
+    the optimizer's iteration count (so a resumed run continues the ramp).
+
+    VMTL anneals by itself at the paper's rate (`kl_anneal_rate`, 1e-6 per
+    step); this callback is for a different schedule and needs a model
+    built with `kl_anneal_rate=0`.
 
     Args:
         warmup_steps: steps until the weight reaches `final`.
@@ -61,19 +65,20 @@ class KLAnnealing(keras.callbacks.Callback):
             raise ValueError(f"`final` must be >= 0, received final={final!r}.")
         self.warmup_steps = warmup_steps
         self.final = None if final is None else float(final)
-        self.step = 0
 
     def value(self, step):
-        final = self.model.initial_kl_weight if self.final is None else self.final
+        final = self.model.max_kl_weight if self.final is None else self.final
         return final * min(1.0, step / self.warmup_steps)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self.model.kl_weight.assign(self.value(self.step))
-        self.step += 1
+    def on_train_begin(self, logs=None):
+        if getattr(self.model, "kl_anneal_rate", 0) > 0:
+            raise ValueError(
+                "KLAnnealing sets the KL weight step by step, but the model anneals it itself "
+                f"(kl_anneal_rate={self.model.kl_anneal_rate}); build the model with kl_anneal_rate=0."
+            )
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["kl_weight"] = float(self.model.kl_weight.numpy())
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.kl_weight.assign(self.value(int(self.model.optimizer.iterations.numpy())))
 
     def get_config(self):
         return {"warmup_steps": self.warmup_steps, "final": self.final}
