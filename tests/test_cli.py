@@ -119,5 +119,13 @@ def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, ca
     assert [r["eps"] for r in rows] == [0.0, 0.2]
     assert rows[0]["accuracy"]["average"] == pytest.approx(metrics["test_accuracy"]["average"], abs=1e-6)
     assert rows[1]["accuracy"]["average"] <= rows[0]["accuracy"]["average"]
+    # Interrupted after its last checkpoint: the same command with more epochs continues the schedules.
+    os.remove(run / "model.keras")
+    os.remove(run / "metrics.json")
+    assert cli.main([*argv, "--epochs", "51"]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert len(history["kl_weight"]) == 51 and history["kl_weight"][50] > history["kl_weight"][49]
+    assert history["temperature"][50] < history["temperature"][49] or history["temperature"][50] == 0.5
     assert cli.main(["train", "--model", "vmtl", "--dataset", "sample", "--out", str(tmp_path / "x")]) == 2
     assert "needs --dataset domains" in capsys.readouterr().err

@@ -199,17 +199,7 @@ def train(args):
         config["data_dir"] = os.path.abspath(config["data_dir"])
     if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
         raise SystemExit(f"tf-mtvib: {out} already holds a trained model; pass --overwrite or another --out.")
-    checkpoint_dir = os.path.join(out, "checkpoint")
-    saved_config = os.path.join(out, "config.json")
-    if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
-        with open(saved_config) as f:
-            previous = json.load(f)
-        changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
-        if changed and not args.overwrite:
-            raise SystemExit(
-                f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
-                "pass --overwrite to start again or another --out."
-            )
+    checkpoint_dir = _check_resumable(out, config, args.overwrite)
 
     import keras
 
@@ -278,6 +268,22 @@ def train(args):
     return 0
 
 
+def _check_resumable(out, config, overwrite):
+    """`OUT/checkpoint`, after checking that an interrupted run there had the same settings."""
+    checkpoint_dir = os.path.join(out, "checkpoint")
+    saved_config = os.path.join(out, "config.json")
+    if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
+        with open(saved_config) as f:
+            previous = json.load(f)
+        changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
+        if changed and not overwrite:
+            raise SystemExit(
+                f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
+                "pass --overwrite to start again or another --out."
+            )
+    return checkpoint_dir
+
+
 def _train_domains(args):
     _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "temperature_floor")
     for flag in ("kl_weight", "kl_anneal_rate"):
@@ -294,6 +300,7 @@ def _train_domains(args):
         )
     }
     config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
+    checkpoint_dir = _check_resumable(out, config, args.overwrite)
     strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
     data = _load_data(config)
     config["data_sources"] = data.sources
@@ -305,35 +312,48 @@ def _train_domains(args):
     from tf_mtvib.data.domains import make_domain_dataset
     from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
-    from tf_mtvib.training import TemperatureAnnealing
+    from tf_mtvib.training import EpochCheckpoint, TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
     folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     with strategy.scope():
-        model = build_vmtl_system(
-            args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
-            latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
-            **({} if args.model in ("stl", "bmtl") else dict(
-                kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)),
-        )
-        model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
-    if args.model not in ("stl", "bmtl"):
-        callbacks.append(TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)))
-    start = time.time()
-    history = model.fit(
-        distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed)),
-        epochs=args.epochs,
-        callbacks=callbacks, verbose=args.verbose if args.verbose == "auto" else int(args.verbose),
-    ).history
-    seconds = time.time() - start
-    accuracies = domain_accuracies(model, data)
+        model, state = (None, None) if args.overwrite else EpochCheckpoint.restore(checkpoint_dir)
+        if model is None:
+            model = build_vmtl_system(
+                args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
+                latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
+                **({} if args.model in ("stl", "bmtl") else dict(
+                    kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)),
+            )
+            model.compile(optimizer=keras.optimizers.Adam(args.lr))
+            state = {"epoch": 0, "history": {}}
+    distribute.check_same_on_all_workers(
+        strategy, state["epoch"], f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
+    )
+    if state["epoch"]:
+        print(f"Resuming {out} after epoch {state['epoch']}.")
     os.makedirs(folder, exist_ok=True)
     atomic.write_json(os.path.join(folder, "config.json"), config)
+    train_ds = distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed))
+    # VMTL epochs are short: save at most every 10 s (and after the last epoch).
+    checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"], min_interval=10.0)
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
+    if args.model not in ("stl", "bmtl"):
+        annealing = TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor))
+        annealing.step = state["epoch"] * int(train_ds.cardinality())  # a resumed run continues the schedule
+        callbacks.append(annealing)
+    callbacks.append(checkpoint)  # last, so that it saves the logs the others add
+    start = time.time()
+    if state["epoch"] < args.epochs:
+        model.fit(train_ds, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
+                  verbose=args.verbose if args.verbose == "auto" else int(args.verbose))
+    seconds = time.time() - start
+    history = checkpoint.history
+    accuracies = domain_accuracies(model, data)
     with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
     atomic.write_json(os.path.join(folder, "metrics.json"), {
-        "test_accuracy": accuracies, "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        "test_accuracy": accuracies, "history": history,
         "train_seconds": seconds, "train_examples": data.train_sizes, "data_sources": data.sources,
     })
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
