@@ -226,13 +226,7 @@ def train(args):
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
         model, state = _build_or_restore(args, data, adversarial, checkpoint_dir)
-    distribute.check_same_on_all_workers(
-        strategy, state["epoch"], f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
-    )
-    if state["epoch"]:
-        print(f"Resuming {out} after epoch {state['epoch']}.")
-    os.makedirs(folder, exist_ok=True)
-    atomic.write_json(os.path.join(folder, "config.json"), config)
+    _begin_run(out, folder, config, strategy, state["epoch"], checkpoint_dir)
 
     if strategy.num_replicas_in_sync > 1:
         print(f"Training on {strategy.num_replicas_in_sync} replicas, global batch {args.batch_size}.")
@@ -327,13 +321,7 @@ def _train_domains(args):
             )
             model.compile(optimizer=keras.optimizers.Adam(args.lr))
             state = {"epoch": 0, "history": {}}
-    distribute.check_same_on_all_workers(
-        strategy, state["epoch"], f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
-    )
-    if state["epoch"]:
-        print(f"Resuming {out} after epoch {state['epoch']}.")
-    os.makedirs(folder, exist_ok=True)
-    atomic.write_json(os.path.join(folder, "config.json"), config)
+    _begin_run(out, folder, config, strategy, state["epoch"], checkpoint_dir)
     train_ds = distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed))
     # VMTL epochs are short: save at most every 10 s (and after the last epoch).
     checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"], min_interval=10.0)
@@ -359,6 +347,21 @@ def _train_domains(args):
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
     _print_run_folder(out, strategy, model)
     return 0
+
+
+def _begin_run(out, folder, config, strategy, restored_epoch, checkpoint_dir):
+    """Checks that every worker resumes from the same epoch, says when a run
+    resumes, and writes config.json (into `folder`: `out` on the chief)."""
+    from tf_mtvib import distribute
+    from tf_mtvib.data import atomic
+
+    distribute.check_same_on_all_workers(
+        strategy, restored_epoch, f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
+    )
+    if restored_epoch:
+        print(f"Resuming {out} after epoch {restored_epoch}.")
+    os.makedirs(folder, exist_ok=True)
+    atomic.write_json(os.path.join(folder, "config.json"), config)
 
 
 def _print_run_folder(out, strategy, model):
