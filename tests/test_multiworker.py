@@ -57,7 +57,7 @@ def wait_all(processes, timeout):
 @pytest.mark.slow
 def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     run = tmp_path / "run"
-    argv = ["train", "--strategy", "multiworker", "--out", str(run), "--num-train", "200", "--num-test", "100",
+    argv = ["train", "--strategy", "multiworker", "--out", str(run), "--num-train", "100", "--num-test", "50",
             "--batch-size", "50", "--latent-dim", "16", "--lr", "1e-3", "--verbose", "0"]
     processes = start_workers(argv, tmp_path)
     outputs = wait_all(processes, timeout=150)
@@ -66,7 +66,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     for name in ("config.json", "metrics.json", "model.keras", "checkpoint/model.keras", "checkpoint/state.json"):
         assert (run / name).is_file(), name
     assert len(list((run / "logs" / "train").iterdir())) == 1  # one writer: the chief
-    assert json.loads((run / "metrics.json").read_text())["train_examples"] == 200
+    assert json.loads((run / "metrics.json").read_text())["train_examples"] == 100
     fingerprints = [re.search(r"weights fingerprint (\w+)", out).group(1) for out, _ in outputs]
     assert fingerprints[0] == fingerprints[1]
     assert "(chief)" in outputs[0][0] and "not the chief" in outputs[1][0]

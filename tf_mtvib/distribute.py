@@ -54,7 +54,9 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     def reduce(self, reduce_op, value, axis):
         if tf.nest.is_nested(value):
             return tf.nest.map_structure(lambda leaf: self.reduce(reduce_op, leaf, axis), value)
-        if axis is not None and all(v.shape.rank == 0 for v in self.experimental_local_results(value)):
+        if axis is not None and all(
+            tf.convert_to_tensor(v).shape.rank == 0 for v in self.experimental_local_results(value)
+        ):
             axis = None
         return super().reduce(reduce_op, value, axis)
 
