@@ -26,6 +26,13 @@ def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path
 
     assert cli.main(["evaluate", str(run), "--mc-samples", "4"]) == 0
     assert "4 latent samples" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    changed = json.loads(json.dumps(config))
+    changed["data_sources"]["sample"]["sha256"]["multimnist_sample.npz"] = "0" * 64
+    (run / "config.json").write_text(json.dumps(changed))
+    assert cli.main(["evaluate", str(run)]) == 2
+    assert "other files than those found now" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps(config))
     assert (run / "eval-mc4.json").is_file()
     base = tmp_path / "savedmodels" / "quick"
     for version in ("1", "2"):

@@ -156,23 +156,36 @@ def _print_accuracies(title, accuracies):
 
 
 def _load_data(config):
+    """The data of `config`; for a finished run's config, only if its source
+    files have the SHA-256 the run recorded."""
     if config["dataset"] == "domains":
         from tf_mtvib.data.domains import load_domains
 
-        return load_domains(
+        data = load_domains(
             config["domains"], train_fraction=config["train_fraction"],
             examples_per_task=config["examples_per_task"], data_dir=config.get("data_dir"), seed=config["seed"],
         )
-    from tf_mtvib.data.pipeline import load_task_data
+    else:
+        from tf_mtvib.data.pipeline import load_task_data
 
-    return load_task_data(
-        config["dataset"],
-        data_dir=config.get("data_dir"),
-        cache_dir=config.get("cache_dir"),
-        num_train=config.get("num_train"),
-        num_test=config.get("num_test"),
-        seed=config["seed"],
-    )
+        data = load_task_data(
+            config["dataset"],
+            data_dir=config.get("data_dir"),
+            cache_dir=config.get("cache_dir"),
+            num_train=config.get("num_train"),
+            num_test=config.get("num_test"),
+            seed=config["seed"],
+        )
+    recorded = config.get("data_sources")
+    if recorded is not None:
+        found = {name: source["sha256"] for name, source in data.sources.items()}
+        if found != {name: source["sha256"] for name, source in recorded.items()}:
+            folders = ", ".join(source["folder"] for source in data.sources.values())
+            raise ValueError(
+                f"The run was made from other files than those found now in {folders}: their SHA-256 differ from "
+                "the run's config.json 'data_sources'. Point TF_MTVIB_DATA at the run's source folder."
+            )
+    return data
 
 
 def _family_defaults(args):
