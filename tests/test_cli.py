@@ -107,6 +107,7 @@ def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
     assert "middle" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, capsys):
     run = tmp_path / "vmtl"
     # Only the flags a user must give: the VMTL family's defaults (epochs, learning rate, latent size,

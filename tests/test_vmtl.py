@@ -132,6 +132,11 @@ def test_elbo_terms_equal_a_hand_computation_with_the_same_noise():
     expected = np.mean([per_example[task == t].mean() for t in range(3)]) + 0.3 * kl_w.mean()
     model.seed_generator.state.assign(keras.random.SeedGenerator(7).state.value)  # the same noise again
     np.testing.assert_allclose(model.compute_loss(x, y, None, training=False).numpy(), expected, rtol=1e-4)
+    # Keras' sample_weight: weight 0 on task 2's examples leaves tasks 0 and 1 in the average.
+    model.seed_generator.state.assign(keras.random.SeedGenerator(7).state.value)
+    weights = np.array([1, 1, 1, 1, 1, 0, 0, 0], "float32")
+    expected = np.mean([per_example[task == t].mean() for t in range(2)]) + 0.3 * kl_w.mean()
+    np.testing.assert_allclose(model.compute_loss(x, y, None, weights, training=False).numpy(), expected, rtol=1e-4)
 
 
 def test_a_tasks_kl_leaves_the_other_tasks_posteriors_alone():
@@ -159,6 +164,15 @@ def test_the_kl_weight_anneals_with_the_optimizer_step_and_mixed_precision_scale
     np.testing.assert_allclose(history["kl_weight"], [np.mean(weights[e * 4:(e + 1) * 4]) for e in range(3)], rtol=1e-5)
     assert float(model.kl_weight.numpy()) == pytest.approx(0.5)
     assert set(history) >= {"loss", "nll", "kl_z", "kl_w", "accuracy", "task_0_accuracy"}
+    # A different schedule goes through KLAnnealing, on a model that does not anneal by itself.
+    from tf_mtvib.training import KLAnnealing
+
+    with pytest.raises(ValueError, match="kl_anneal_rate"):
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[KLAnnealing(warmup_steps=4)])
+    model, x, y = _tiny_vmtl(prior="gumbel", kl_anneal_rate=0.0, kl_weight=0.5, seed=0)
+    model.compile(keras.optimizers.Adam(1e-3))
+    history = model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[KLAnnealing(warmup_steps=4)]).history
+    np.testing.assert_allclose(history["kl_weight"], [0.5 * np.mean([0, 0.25, 0.5, 0.75]), 0.5], rtol=1e-5)
 
     from tf_mtvib import distribute
 

@@ -1,6 +1,7 @@
 """`tf-mtvib` / `python -m tf_mtvib`: train, evaluate and attack the paper's systems."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ FAMILY_DEFAULTS = {
     "vmtl": {"epochs": 50, "latent_dim": 128, "lr": 1e-3},
 }
 RUN_FILES = ("config.json", "metrics.json", "model.keras")
+ADVERSARIAL_DEFAULTS = {"adv_eps": 0.1, "adv_steps": 7, "adv_fraction": 0.5, "adv_tasks": None}
 
 
 def _parser():
@@ -50,10 +52,11 @@ def _parser():
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     train.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 or 2")
     train.add_argument("--adversarial", choices=("pgd", "fgsm"), default=None, help="train on attacked batches (MTRobust 5.5)")
-    train.add_argument("--adv-eps", type=float, default=0.1, help="L-inf radius of the training attack")
-    train.add_argument("--adv-steps", type=int, default=7, help="PGD steps of the training attack")
+    # None marks "not given": the --adv-* flags are refused without --adversarial (ADVERSARIAL_DEFAULTS).
+    train.add_argument("--adv-eps", type=float, default=None, help="L-inf radius of the training attack (default 0.1)")
+    train.add_argument("--adv-steps", type=int, default=None, help="PGD steps of the training attack (default 7)")
     train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
-    train.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch attacked")
+    train.add_argument("--adv-fraction", type=float, default=None, help="share of each batch attacked (default 0.5)")
     domains = train.add_argument_group("--dataset domains (VMTL)")
     domains.add_argument("--domains", nargs="+", default=["mnist", "rotated", "digits"],
                          help="tasks: mnist, rotated, inverted, digits")
@@ -188,6 +191,17 @@ def _load_data(config):
     return data
 
 
+def _adversarial_flags(args):
+    """Refuses --adv-* flags without --adversarial (they would do nothing) and
+    fills in the defaults of those not given."""
+    given = [f"--{k.replace('_', '-')}" for k in ADVERSARIAL_DEFAULTS if getattr(args, k) is not None]
+    if given and not args.adversarial:
+        raise SystemExit(f"tf-mtvib: {', '.join(given)} only act(s) with --adversarial pgd|fgsm; add it or drop them.")
+    for key, default in ADVERSARIAL_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+
+
 def _family_defaults(args):
     family = FAMILY_DEFAULTS["vmtl" if args.dataset == "domains" else "mtvib"]
     for flag, value in family.items():
@@ -197,6 +211,7 @@ def _family_defaults(args):
 
 def train(args):
     _family_defaults(args)
+    _adversarial_flags(args)
     _positive(args, "epochs", "batch_size", "latent_dim", "lr", "num_train", "num_test", "adv_eps", "adv_steps")
     if args.dataset == "domains" and args.model not in VMTL_MODELS:
         raise ValueError(f"--dataset domains trains {VMTL_MODELS}, received --model {args.model}.")
@@ -219,8 +234,9 @@ def train(args):
     from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.pipeline import make_dataset
+    from tf_mtvib.data.validation import check_finite_weights
     from tf_mtvib.evaluation import task_accuracies
-    from tf_mtvib.training import AdversarialTraining, EpochCheckpoint
+    from tf_mtvib.training import AdversarialTraining, EpochCheckpoint, StopOnNonFiniteLoss
 
     strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
     folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
@@ -249,15 +265,17 @@ def train(args):
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     start = time.time()
     if state["epoch"] < args.epochs:
-        model.fit(
-            train_ds,
-            epochs=args.epochs,
-            initial_epoch=state["epoch"],
-            validation_data=test_ds,
-            callbacks=[keras.callbacks.TensorBoard(os.path.join(folder, "logs")), checkpoint],
-            verbose=verbose,
-        )
+        with _stop_if_diverged(checkpoint_dir):
+            model.fit(
+                train_ds,
+                epochs=args.epochs,
+                initial_epoch=state["epoch"],
+                validation_data=test_ds,
+                callbacks=[keras.callbacks.TensorBoard(os.path.join(folder, "logs")), StopOnNonFiniteLoss(), checkpoint],
+                verbose=verbose,
+            )
     seconds = time.time() - start
+    check_finite_weights(model, f"The trained {args.model} model")
     accuracies = task_accuracies(model, data.x_test, data.y_test)
     metrics = {
         "test_accuracy": accuracies,
@@ -280,8 +298,9 @@ def _check_resumable(out, config, overwrite):
     checkpoint_dir = os.path.join(out, "checkpoint")
     saved_config = os.path.join(out, "config.json")
     if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
-        with open(saved_config) as f:
-            previous = json.load(f)
+        from tf_mtvib.data.atomic import read_json
+
+        previous = read_json(saved_config, "pass --overwrite to start the run again")
         changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
         if changed and not overwrite:
             raise SystemExit(
@@ -291,7 +310,29 @@ def _check_resumable(out, config, overwrite):
     return checkpoint_dir
 
 
+@contextlib.contextmanager
+def _stop_if_diverged(checkpoint_dir=None):
+    """Turns `TrainingDiverged` into the CLI's error, saying which checkpoint is kept."""
+    from tf_mtvib.training import TrainingDiverged
+
+    try:
+        yield
+    except TrainingDiverged as error:
+        state = os.path.join(checkpoint_dir or "", "state.json")
+        if checkpoint_dir and os.path.isfile(state):
+            with open(state) as f:
+                kept = f"the last good checkpoint (after epoch {json.load(f)['epoch']}) stays in {checkpoint_dir}"
+        else:
+            kept = "no epoch finished, so no checkpoint was kept"
+        raise SystemExit(
+            f"tf-mtvib: {str(error).rstrip('.')}. No model or metrics were written; {kept}. "
+            "Pass --overwrite to start again with other settings."
+        ) from None
+
+
 def _train_domains(args):
+    if args.adversarial:
+        raise SystemExit("tf-mtvib: --adversarial trains MTVIB-paper systems; --dataset domains does not support it.")
     _positive(args, "train_fraction", "examples_per_task", "batch_per_task", "temperature_floor")
     for flag in ("kl_weight", "kl_anneal_rate"):
         if getattr(args, flag) < 0:
@@ -317,9 +358,10 @@ def _train_domains(args):
     from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.domains import make_domain_dataset
+    from tf_mtvib.data.validation import check_finite_weights
     from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
-    from tf_mtvib.training import EpochCheckpoint, TemperatureAnnealing
+    from tf_mtvib.training import EpochCheckpoint, StopOnNonFiniteLoss, TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
     folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
@@ -345,10 +387,13 @@ def _train_domains(args):
         callbacks.append(annealing)
     callbacks.append(checkpoint)  # last, so that it saves the logs the others add
     start = time.time()
-    if state["epoch"] < args.epochs:
-        model.fit(train_ds, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
-                  verbose=args.verbose if args.verbose == "auto" else int(args.verbose))
+    with _stop_if_diverged(checkpoint_dir):
+        if state["epoch"] < args.epochs:
+            model.fit(train_ds, epochs=args.epochs, initial_epoch=state["epoch"],
+                      callbacks=[StopOnNonFiniteLoss(), *callbacks],
+                      verbose=args.verbose if args.verbose == "auto" else int(args.verbose))
     seconds = time.time() - start
+    check_finite_weights(model, f"The trained {args.model} model")
     history = checkpoint.history
     accuracies = domain_accuracies(model, data)
     with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
@@ -394,7 +439,7 @@ def _build_or_restore(args, data, adversarial, checkpoint_dir):
     from tf_mtvib.training import EpochCheckpoint
 
     if not args.overwrite:
-        model, state = EpochCheckpoint.restore(checkpoint_dir)
+        model, state = EpochCheckpoint.restore(checkpoint_dir, "pass --overwrite to start the run again")
         if model is not None:
             return model, state
     model = build_model(
@@ -412,16 +457,30 @@ def _build_or_restore(args, data, adversarial, checkpoint_dir):
 
 
 def _load_run(run_dir):
+    """The run's model and settings; refuses damaged files, models that
+    tf-mtvib did not build and models with NaN / Inf weights."""
     model_path = os.path.join(run_dir, "model.keras")
     config_path = os.path.join(run_dir, "config.json")
     for path in (model_path, config_path):
         if not os.path.isfile(path):
             raise SystemExit(f"tf-mtvib: {run_dir} is not a finished run: {path} is missing.")
-    import keras
+    from tf_mtvib.data.atomic import read_json
+    from tf_mtvib.data.validation import check_finite_weights
+    from tf_mtvib.models import MultiTaskVIB
+    from tf_mtvib.models.vmtl import _MultiDomainModel
+    from tf_mtvib.training.callbacks import load_model_file
 
-    with open(config_path) as f:
-        config = json.load(f)
-    return keras.models.load_model(model_path), config
+    remedy = f"train the run again (`tf-mtvib train ... --out {run_dir} --overwrite`)"
+    config = read_json(config_path, remedy)
+    model = load_model_file(model_path, remedy)
+    if not isinstance(model, (MultiTaskVIB, _MultiDomainModel)):
+        raise ValueError(
+            f"{model_path} holds a {type(model).__name__} model {model.name!r}, not one that tf-mtvib built "
+            "(MultiTaskVIB or a VMTL-family model); tf-mtvib commands read only run folders written by "
+            "`tf-mtvib train`."
+        )
+    check_finite_weights(model, model_path)
+    return model, config
 
 
 def _test_split(config, num_test):

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tf_mtvib.data.validation import check_model_data
+
 
 def task_accuracies(model, x, y, batch_size=500):
     """Per-task and joint accuracy of a model's classification outputs.
@@ -13,6 +15,7 @@ def task_accuracies(model, x, y, batch_size=500):
     Returns:
         `{"<task>": accuracy, ..., "joint": fraction with every task right}`.
     """
+    check_model_data(model, x, y)
     predictions = model.predict(x, batch_size=batch_size, verbose=0)
     result = {}
     all_right = np.ones(len(x), bool)
@@ -36,6 +39,7 @@ def domain_accuracies(model, data, batch_size=500):
     Returns:
         `{"<task name>": accuracy, ..., "average": mean over tasks}`.
     """
+    check_model_data(model, data.inputs("test"), data.y_test)
     logits = model.predict(data.inputs("test"), batch_size=batch_size, verbose=0)
     right = np.argmax(logits, axis=-1) == data.y_test
     result = {name: float(right[data.task_test == t].mean()) for t, name in enumerate(data.task_names)}

@@ -32,6 +32,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tf_mtvib.data import validation
+
 METADATA_ASSET = "tf_mtvib.json"
 _VERSION = re.compile(r"^\d+$")
 
@@ -171,7 +173,7 @@ def _encode(model, images):
     return result
 
 
-def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=(0.0, 1.0), overwrite=False):
+def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=None, overwrite=False):
     """Writes `model` as `<base_dir>/<version>/`, a SavedModel for TF Serving.
 
     The export is written to a temporary folder beside the target and renamed
@@ -184,6 +186,7 @@ def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=
             version already there (1 for a new base).
         mc_samples: latent samples averaged by `predict_mc`. Default value: `16`.
         value_range: `(min, max)` of the input pixels, recorded in the metadata.
+            Default value: the model's `input_range`, else `(0.0, 1.0)`.
         overwrite: replace an existing `version`.
 
     Returns:
@@ -194,6 +197,9 @@ def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=
             "`model` must be a MultiTaskVIB or VMTL-family model built with `input_shape`, received "
             f"{type(model).__name__}."
         )
+    validation.check_finite_weights(model)
+    if value_range is None:
+        value_range = getattr(model, "input_range", None) or (0.0, 1.0)
     if not isinstance(mc_samples, int) or mc_samples < 1:
         raise ValueError(f"`mc_samples` must be an int >= 1, received mc_samples={mc_samples!r}.")
     if not (len(value_range) == 2 and value_range[0] < value_range[1]):

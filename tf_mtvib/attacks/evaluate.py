@@ -12,7 +12,7 @@ from tf_mtvib.attacks import gradients as g
 from tf_mtvib.attacks.fgsm import fast_gradient_method
 from tf_mtvib.attacks.mim import momentum_iterative_method
 from tf_mtvib.attacks.pgd import projected_gradient_descent
-from tf_mtvib.data import atomic
+from tf_mtvib.data import atomic, validation
 
 MTVIB_EPS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 ATTACKS = ("fgsm", "pgd", "mim")
@@ -53,6 +53,7 @@ def adversarial_accuracy(model, x, y, attack="fgsm", eps=0.1, tasks=None, batch_
     Returns:
         `{task: accuracy, ..., "joint": all classification tasks right}`.
     """
+    validation.check_model_data(model, x, y)
     names = [t.name for t in model.tasks if t.is_classification] if hasattr(model, "tasks") else list(y)
     right = {t: [] for t in names}
     for start in range(0, len(x), batch_size):
@@ -182,6 +183,7 @@ def task_indexed_sweep(model, images, task, labels, eps_values=MTVIB_EPS, attack
         Rows as `robustness_sweep` (`tasks` is 'own task'), with the accuracy
         of each task by name and their unweighted mean, 'average'.
     """
+    validation.check_model_data(model, {"images": images, "task": task}, labels)
     images, task, labels = np.asarray(images), np.asarray(task), np.asarray(labels)
     names = list(model.task_names)
     rows = []

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_mtvib.data import validation
+
 NORMS = (np.inf, 2)
 _TINY = 1e-12
 
@@ -154,6 +156,8 @@ def check_attack_args(x, eps, norm, clip_min, clip_max, eps_iter=None, nb_iter=N
         raise ValueError(f"`clip_min` must be below `clip_max`, received {clip_min!r} and {clip_max!r}.")
     if x is None:
         return
+    if x.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(x))):
+        raise ValueError("`x` contains NaN or Inf value(s); attacks need finite inputs.")
     low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
     if clip_min is not None and low < clip_min - 1e-6:
         raise ValueError(f"`x` has values down to {low}, below clip_min={clip_min}.")
@@ -203,6 +207,7 @@ def setup(model_fn, x, y, tasks, task_weights, stochastic):
     Returns:
         `(callable, tasks, task_weights, labels of the attacked tasks, task kinds)`.
     """
+    validation.check_model_data(model_fn, x, y, require_all_labels=False)
     fn = model_callable(model_fn, stochastic)
     if y is not None:
         names = y

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,9 +32,31 @@ def atomic_path(path, suffix=""):
         raise
 
 
+def finite_or_none(value):
+    """A copy of nested dicts / lists with NaN and Inf floats replaced by None,
+    which JSON writes as null (Python would write bare NaN, invalid JSON)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path, obj):
-    """Writes `obj` as indented JSON atomically."""
+    """Writes `obj` as indented, valid JSON atomically (NaN / Inf as null)."""
     with atomic_path(path, suffix=".json") as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            json.dump(finite_or_none(obj), f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
+
+
+def read_json(path, remedy):
+    """Reads a JSON file; a damaged one raises ValueError naming the file and
+    `remedy`, what the user can do about it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged (not valid JSON: {error}); {remedy}.") from None

@@ -10,6 +10,8 @@ import hashlib
 import importlib.resources
 import json
 import os
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -102,8 +104,9 @@ def load_multi(name, data_dir=None, cache_dir=None, num_train=None, num_test=Non
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir or default_cache_dir(), f"{name}-{key}.npz")
     if os.path.exists(path):
-        with np.load(path) as cached:
-            return {s: (cached[f"x_{s}"], cached[f"y_{s}"]) for s in ("train", "test")}, source
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached, source
     result = generate(idx.read_source(SOURCES[name], source), sizes, seed)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
@@ -123,6 +126,17 @@ def generate(source_splits, sizes, seed):
         split: overlay_pairs(*source_splits[split], sizes[split], seed=seed * 2 + offset)
         for offset, split in enumerate(("train", "test"))
     }
+
+
+def _read_cache(path):
+    """The cached splits, or None (with a warning naming the file) when the
+    file is damaged: a cache is regenerated rather than trusted."""
+    try:
+        with np.load(path) as cached:
+            return {s: (cached[f"x_{s}"], cached[f"y_{s}"]) for s in ("train", "test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"The cache file {path} is damaged ({error}); generating the data set again.", stacklevel=3)
+        return None
 
 
 def load_sample():

@@ -1,11 +1,16 @@
-"""Checks on user data, run before any training step (DESIGN: bad input)."""
+"""Checks on user data, run before any training step (DESIGN: bad input), and
+the one data check of every model entry point (`DataChecks`)."""
 
 import numpy as np
 
+# Slack for values an attack clipped to the range in float32.
+_RANGE_TOLERANCE = 1e-6
 
-def labels_as_dict(y, tasks):
+
+def labels_as_dict(y, tasks, require_all=True):
     """Returns `{task name: labels}` from a dict, a list/tuple in task order or,
-    for a single task, one array. Raises ValueError naming unknown or missing tasks."""
+    for a single task, one array. Raises ValueError naming unknown or missing
+    tasks; with `require_all=False` a dict may leave tasks out (attacks)."""
     names = [t.name for t in tasks]
     if isinstance(y, dict):
         unknown = sorted(set(y) - set(names))
@@ -14,9 +19,9 @@ def labels_as_dict(y, tasks):
                 f"Labels name unknown task(s) {unknown}; the model's tasks are {names}."
             )
         missing = [n for n in names if n not in y]
-        if missing:
-            raise ValueError(f"Labels are missing for task(s) {missing}.")
-        return {n: y[n] for n in names}
+        if missing and require_all:
+            raise ValueError(f"Labels are missing for task(s) {missing}; the model's tasks are {names}.")
+        return {n: y[n] for n in names if n in y}
     if isinstance(y, (list, tuple)):
         if len(y) != len(names):
             raise ValueError(
@@ -52,46 +57,114 @@ def check_images(x, input_shape, name="x"):
     return x
 
 
-def check_labels(y, tasks, num_examples):
-    """Checks labels of every task: one per example, classes in range, finite."""
-    y = labels_as_dict(y, tasks)
+def check_class_labels(labels, num_classes, num_examples, what):
+    """Checks integer class labels `(n,)` in `[0, num_classes - 1]`, one per example."""
+    labels = np.asarray(labels)
+    if labels.shape[:1] != (num_examples,):
+        raise ValueError(
+            f"{what} has {labels.shape[0] if labels.ndim else 0} label(s) for {num_examples} example(s)."
+        )
+    if labels.dtype.kind not in "iu" and not (
+        labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)
+    ):
+        raise ValueError(f"{what} needs integer class labels, received dtype {labels.dtype}.")
+    if labels.ndim != 1:
+        raise ValueError(f"{what} needs labels of shape (n,), received shape {labels.shape}.")
+    if labels.size:
+        low, high = labels.min(), labels.max()
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{what} labels must lie in [0, {num_classes - 1}], found values in [{low}, {high}]."
+            )
+    return labels
+
+
+def check_labels(y, tasks, num_examples, require_all=True):
+    """Checks labels of every task: one per example, classes in range, finite.
+
+    With `require_all=False` tasks without labels are skipped (attacks)."""
+    y = labels_as_dict(y, tasks, require_all)
     for task in tasks:
+        if task.name not in y:
+            continue
+        what = f"Task {task.name!r}"
+        if task.is_classification:
+            check_class_labels(y[task.name], task.size, num_examples, what)
+            continue
         labels = np.asarray(y[task.name])
         if labels.shape[:1] != (num_examples,):
             raise ValueError(
-                f"Task {task.name!r} has {labels.shape[0] if labels.ndim else 0} "
-                f"label(s) for {num_examples} example(s)."
+                f"{what} has {labels.shape[0] if labels.ndim else 0} label(s) for {num_examples} example(s)."
             )
-        if task.is_classification:
-            if labels.dtype.kind not in "iu" and not (
-                labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)
-            ):
-                raise ValueError(
-                    f"Task {task.name!r} needs integer class labels, received "
-                    f"dtype {labels.dtype}."
-                )
-            if labels.ndim != 1:
-                raise ValueError(
-                    f"Task {task.name!r} needs labels of shape (n,), received "
-                    f"shape {labels.shape}."
-                )
-            low, high = labels.min(), labels.max()
-            if low < 0 or high >= task.size:
-                raise ValueError(
-                    f"Task {task.name!r} labels must lie in [0, {task.size - 1}], "
-                    f"found values in [{low}, {high}]."
-                )
-        else:
-            if tuple(labels.shape[1:]) != task.output_shape and not (
-                task.output_shape == (1,) and labels.ndim == 1
-            ):
-                raise ValueError(
-                    f"Task {task.name!r} targets must have shape (n, "
-                    f"{', '.join(map(str, task.output_shape))}), received {labels.shape}."
-                )
-            if not np.all(np.isfinite(labels)):
-                raise ValueError(f"Task {task.name!r} targets contain NaN or Inf.")
+        if tuple(labels.shape[1:]) != task.output_shape and not (
+            task.output_shape == (1,) and labels.ndim == 1
+        ):
+            raise ValueError(
+                f"{what} targets must have shape (n, "
+                f"{', '.join(map(str, task.output_shape))}), received {labels.shape}."
+            )
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(f"{what} targets contain NaN or Inf.")
     return y
+
+
+def check_value_range(x, value_range, name="x"):
+    """Checks that every value of `x` lies in the model's `value_range = (min, max)`
+    (`None`: any finite value)."""
+    if value_range is None or np.size(x) == 0:
+        return
+    low, high = float(np.min(x)), float(np.max(x))
+    if low < value_range[0] - _RANGE_TOLERANCE or high > value_range[1] + _RANGE_TOLERANCE:
+        raise ValueError(
+            f"`{name}` has values in [{low:g}, {high:g}] but the model takes inputs in "
+            f"[{value_range[0]:g}, {value_range[1]:g}] (its `input_range`); images stored as 0..255 "
+            "(uint8 or float) must be divided by 255 first, e.g. with "
+            "tf_mtvib.data.pipeline.to_float_images."
+        )
+
+
+def check_domain_data(x, y, input_shape, num_tasks, num_classes):
+    """Checks multi-domain (VMTL-family) data: `x = {"images": (n, ...), "task":
+    (n,) task index}` and, unless None, class labels `y (n,)`."""
+    if not isinstance(x, dict) or "images" not in x or "task" not in x:
+        raise ValueError(
+            "Multi-domain models take `x = {'images': ..., 'task': ...}` (task index per example), "
+            f"received {type(x).__name__}."
+        )
+    images = check_images(x["images"], input_shape, name="x['images']")
+    check_class_labels(x["task"], num_tasks, len(images), "x['task']")
+    if y is not None:
+        check_class_labels(y, num_classes, len(images), "`y`")
+
+
+def check_model_data(model, x, y=None, require_all_labels=True):
+    """The data check of every entry point that takes a model and data
+    (evaluation, attacks): the model's own `check_data` (`DataChecks`) where it
+    has one; for other callables, a non-empty, finite `x` and one label per example."""
+    if hasattr(model, "check_data"):
+        model.check_data(x, y, require_all_labels=require_all_labels)
+        return
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"`x` is empty (shape {x.shape}).")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError("`x` contains NaN or Inf value(s).")
+    if y is not None and not isinstance(y, dict):
+        y = {"labels": y}
+    for name, labels in (y or {}).items():
+        if np.shape(labels)[:1] != x.shape[:1]:
+            raise ValueError(f"Task {name!r} has {len(labels)} label(s) for {x.shape[0]} example(s).")
+
+
+def check_finite_weights(model, what=None):
+    """Raises ValueError when any weight of `model` is NaN or Inf (a diverged run)."""
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(w.numpy()))]
+    if bad:
+        raise ValueError(
+            f"{what or 'The model ' + repr(model.name)} has non-finite (NaN or Inf) weights in "
+            f"{len(bad)} variable(s), e.g. {bad[0]}: its training diverged; train it again with a "
+            "lower learning rate."
+        )
 
 
 def check_dataset_spec(dataset, tasks, input_shape):
@@ -110,3 +183,33 @@ def check_dataset_spec(dataset, tasks, input_shape):
             f"expects (batch, {', '.join(map(str, input_shape))})."
         )
     labels_as_dict(y_spec, tasks)
+
+
+class DataChecks:
+    """Mixin for `keras.Model` subclasses (listed before `keras.Model`): `fit`,
+    `evaluate` and `predict` pass their NumPy / tensor data through
+    `self.check_data(x, y)` before Keras sees it, so bad data fails with a
+    message naming it instead of deep in TensorFlow; evaluation and attacks
+    call the same `check_data`."""
+
+    def check_data(self, x, y=None, require_all_labels=True):
+        raise NotImplementedError
+
+    def _check_validation_data(self, validation_data):
+        if isinstance(validation_data, tuple) and len(validation_data) >= 2:
+            self.check_data(validation_data[0], validation_data[1])
+        elif validation_data is not None:
+            self.check_data(validation_data)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x, y)
+        self._check_validation_data(kwargs.get("validation_data"))
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_data(x)
+        return super().predict(x, *args, **kwargs)

@@ -27,7 +27,9 @@ class GaussianBottleneck(keras.layers.Layer):
     (the reparameterization of Eq. 9); at inference it returns `mu`. Every
     call adds `beta * mean_batch KL(q(z|x) || N(0, I))` (Eq. 10) with
     `add_loss`; training calls also record the unweighted KL in the metric
-    `<name>_kl`.
+    `<name>_kl`, and every call keeps it as `latest_kl` (a `MultiTaskVIB`
+    records it for its validation pass, so that `val_<name>_kl` is the KL
+    inside `val_loss`).
 
     Args:
         latent_dim: dimension d of z.
@@ -112,6 +114,7 @@ class GaussianBottleneck(keras.layers.Layer):
     def call(self, inputs, training=None):
         loc, scale = self.posterior_params(inputs)
         kl = ops.mean(self.kl_divergence(loc, scale))
+        self.latest_kl = kl
         if training:
             # Only training calls: inference calls (attacks crafting examples,
             # exported serving functions) must not touch metric variables.

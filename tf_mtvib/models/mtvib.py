@@ -48,7 +48,7 @@ def _deserialize(config):
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
-class MultiTaskVIB(keras.Model):
+class MultiTaskVIB(validation.DataChecks, keras.Model):
     """Encoder -> optional Gaussian bottleneck -> one decoder per task.
 
     The loss is `weighting([L_1, ..., L_K]) + sum(layer losses)`; with a
@@ -80,6 +80,10 @@ class MultiTaskVIB(keras.Model):
         weighting: `UncertaintyWeighting` or `FixedWeighting`. Default value:
             `None`, meaning equal weights 1.
         input_shape: shape of one input example, used to validate data.
+        input_range: `(min, max)` of the input values the model was made for;
+            `fit`, `evaluate`, `predict`, evaluation and attacks reject data
+            outside it, and exports record it. `None` accepts any finite
+            value. Default value: `(0.0, 1.0)`, images scaled from 0..255.
         adversarial: an `AdversarialTraining` to train on attacked batches
             (MTRobust Sec. 5.5). Default value: `None`.
     """
@@ -93,12 +97,18 @@ class MultiTaskVIB(keras.Model):
         weighting=None,
         input_shape=None,
         adversarial=None,
+        input_range=(0.0, 1.0),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.tasks = as_tasks(tasks)
         self.task_names = [t.name for t in self.tasks]
         self.example_shape = tuple(input_shape) if input_shape is not None else None
+        if input_range is not None:
+            if len(input_range) != 2 or not input_range[0] < input_range[1]:
+                raise ValueError(f"`input_range` must be (min, max) with min < max, received {input_range!r}.")
+            input_range = (float(input_range[0]), float(input_range[1]))
+        self.input_range = input_range
 
         # === Layers ===
         self.encoder = _per_task(encoder, self.tasks, "encoder")
@@ -257,6 +267,13 @@ class MultiTaskVIB(keras.Model):
                 tracker.update_state(sigma)
         for layer_loss in self.losses:
             total = total + ops.cast(self._aggregate_additional_loss(layer_loss), "float32")
+        if not training:
+            # The bottleneck records its KL metric in training calls only
+            # (inference calls by attacks and exports must not touch metrics);
+            # the validation pass records it here, so val_<name>_kl is the KL
+            # inside val_loss.
+            for bottleneck in self.bottlenecks:
+                bottleneck.kl_tracker.update_state(bottleneck.latest_kl)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -273,29 +290,23 @@ class MultiTaskVIB(keras.Model):
             self.joint_accuracy_tracker.update_state(ops.cast(joint, "float32"))
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def _check_fit_data(self, x, y):
+    def check_data(self, x, y=None, require_all_labels=True):
+        """Validates images (shape, finite, inside `input_range`) and, unless
+        None, their labels; a `tf.data.Dataset` by its element structure."""
         if self.example_shape is None or x is None:
             return
         if isinstance(x, tf.data.Dataset):
             validation.check_dataset_spec(x, self.tasks, self.example_shape)
-        elif isinstance(x, (np.ndarray, tf.Tensor)) and y is not None:
+        elif isinstance(x, (np.ndarray, tf.Tensor)):
             x = validation.check_images(x, self.example_shape)
-            validation.check_labels(y, self.tasks, x.shape[0])
+            validation.check_value_range(x, self.input_range)
+            if y is not None:
+                validation.check_labels(y, self.tasks, x.shape[0], require_all=require_all_labels)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_fit_data(x, y)
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
-        validation_data = kwargs.get("validation_data")
-        if isinstance(validation_data, tuple) and len(validation_data) >= 2:
-            self._check_fit_data(validation_data[0], validation_data[1])
-        elif validation_data is not None:
-            self._check_fit_data(validation_data, None)
         return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_fit_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
 
     # --- config ----------------------------------------------------------
     def get_config(self):
@@ -309,6 +320,7 @@ class MultiTaskVIB(keras.Model):
             "weighting": _serialize(self.weighting),
             "input_shape": None if self.example_shape is None else list(self.example_shape),
             "adversarial": None if self.adversarial is None else self.adversarial.get_config(),
+            "input_range": None if self.input_range is None else list(self.input_range),
         }
 
     @classmethod

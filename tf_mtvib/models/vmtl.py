@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
+from tf_mtvib.data import validation
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
@@ -51,7 +52,7 @@ def _task_mean(values, onehot, sample_weight=None):
     return ops.sum(per_task * present) / ops.maximum(ops.sum(present), 1.0)
 
 
-class _MultiDomainModel(keras.Model):
+class _MultiDomainModel(validation.DataChecks, keras.Model):
     """Shared plumbing: per-task metrics, extractor sharing, config.
 
     Both families train through Keras' own `train_step` / `test_step`: the
@@ -89,6 +90,11 @@ class _MultiDomainModel(keras.Model):
         # the first call (loading, export, optimizer state).
         if self.example_shape is not None:
             self.build((None,) + self.example_shape)
+
+    def check_data(self, x, y=None, require_all_labels=True):
+        """Validates `{"images", "task"}` arrays and class labels (`DataChecks`)."""
+        if self.example_shape is not None and isinstance(x, dict):
+            validation.check_domain_data(x, y, self.example_shape, self.num_tasks, self.num_classes)
 
     @property
     def shared_extractor(self):
@@ -622,8 +628,11 @@ def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes
             extractor, task heads), 'vstl' (variational, N(0, I) priors, one
             extractor per task), 'vmtl', 'vmtl-ac' (amortized classifiers),
             'vmtl-mean' / 'vmtl-learned-weights' (the prior ablations).
-        dataset_sizes: training examples per task (VMTL family).
-        kwargs: passed to `VMTL` (z_samples, w_samples, temperature, ...).
+        dataset_sizes: training examples per task, recorded in the config
+            (optional; the objective does not need them).
+        kwargs: passed to `VMTL` (z_samples, w_samples, temperature,
+            kl_weight, kl_anneal_rate, mixture_kl, ...). The defaults are
+            the family's working settings (README, "VMTL").
     """
     if system not in VMTL_SYSTEMS:
         raise ValueError(f"`system` must be one of {VMTL_SYSTEMS}, received system={system!r}.")

@@ -1,8 +1,9 @@
 """Callbacks for training runs."""
 
-import json
+import math
 import os
 import time
+import zipfile
 
 import keras
 
@@ -48,14 +49,78 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.last_save = time.monotonic()
 
     @staticmethod
-    def restore(folder):
+    def restore(folder, remedy="delete the folder to start again"):
+        """`(model, state)` of the checkpoint in `folder`, `(None, None)` when
+        there is none; a damaged file raises ValueError naming it and `remedy`."""
         state_path = os.path.join(folder, "state.json")
         model_path = os.path.join(folder, "model.keras")
         if not (os.path.isfile(state_path) and os.path.isfile(model_path)):
             return None, None
-        with open(state_path) as f:
-            state = json.load(f)
-        return keras.models.load_model(model_path), state
+        state = atomic.read_json(state_path, remedy)
+        return load_model_file(model_path, remedy), state
+
+
+def load_model_file(path, remedy):
+    """`keras.models.load_model(path)` (safe mode) with errors that name the
+    file: a truncated or corrupt archive, or a model that safe mode refuses
+    (a Lambda layer, an unregistered class). `remedy` says what the user can do."""
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a bad archive
+        try:
+            with zipfile.ZipFile(path) as archive:
+                intact = archive.testzip() is None
+        except (zipfile.BadZipFile, OSError):
+            intact = False
+        if not intact:
+            raise ValueError(f"{path} is damaged (truncated or not a .keras archive); {remedy}.") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} holds a model that Keras safe mode will not load ({reason}): tf-mtvib loads only "
+            "models built from its own registered layers, never code (such as a Lambda layer's function) "
+            f"stored in the file; {remedy}."
+        ) from None
+
+
+class TrainingDiverged(ArithmeticError):
+    """Raised by `StopOnNonFiniteLoss`; `epoch` and `step` count from 1."""
+
+    def __init__(self, message, epoch, step=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or Inf, and after an
+    epoch whose validation loss is, by raising `TrainingDiverged`: unlike
+    `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and later
+    callbacks such as `EpochCheckpoint` save the diverged weights), nothing
+    after the failing step runs. The message names the epoch, the step and
+    the likely cause. List it before checkpointing callbacks."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _stop_if_not_finite(self, loss, where, epoch, step=None):
+        if loss is None or math.isfinite(float(loss)):
+            return
+        rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        rate = f" ({float(keras.ops.convert_to_numpy(rate)):g})" if rate is not None else ""
+        raise TrainingDiverged(
+            f"training diverged: the {where} is {float(loss)}; the likely cause is a learning rate{rate} too "
+            "large for the model, or inputs and targets far outside the range the model was made for; "
+            "lower the learning rate.",
+            epoch, step,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        where = f"loss at epoch {self.epoch + 1}, step {batch + 1}"
+        self._stop_if_not_finite((logs or {}).get("loss"), where, self.epoch + 1, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        where = f"validation loss after epoch {epoch + 1}"
+        self._stop_if_not_finite((logs or {}).get("val_loss"), where, epoch + 1)
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
