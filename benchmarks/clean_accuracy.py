@@ -35,8 +35,10 @@ def run_one(dataset, system, args, model_path):
     model = build_model(system, data.tasks, input_shape=data.input_shape, seed=args.seed)
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     train = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
+    # Per-epoch accuracy on the first --track-test test images, to see where training flattens.
+    tracked = (data.x_test[: args.track_test], {k: v[: args.track_test] for k, v in data.y_test.items()}) if args.track_test else None
     start = time.time()
-    history = model.fit(train, epochs=args.epochs, verbose=2)
+    history = model.fit(train, epochs=args.epochs, verbose=2, validation_data=tracked)
     seconds = time.time() - start
     with atomic.atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)  # reused by the robustness benchmarks
@@ -51,6 +53,7 @@ def run_one(dataset, system, args, model_path):
         "images_per_second": args.epochs * len(data.x_train) / seconds,
         "test_accuracy": task_accuracies(model, data.x_test, data.y_test),
         "final_train_loss": float(history.history["loss"][-1]),
+        "tracked_test_accuracy": {k: v for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")},
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
     }
 
@@ -90,6 +93,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=None)
+    parser.add_argument("--track-test", type=int, default=0, help="test images scored after every epoch (0: none)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "clean_accuracy"))

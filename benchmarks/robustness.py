@@ -7,7 +7,16 @@ For each data set and system, on the first --num-test test images:
   (each task alone for the single-task systems STL / STVIB, the model's joint
   loss for GS / UWL / MTVIB);
 - PGD-10 and MIM-10 at eps 0.05 and 0.10 on both tasks;
-- the vulnerability E_x ||d L_all / d x||_2 for one and for two attacked tasks;
+- the vulnerability E_x ||d L_all / d x||_2 for one and for two attacked tasks
+  (lambda_c = 1/M, MTRobust Eq. 5);
+- the three evaluation protocols side by side, FGSM on both tasks, for models
+  with a bottleneck: the mean code attacked and scored (what the sweep above
+  uses); the sampled model as MTVIB's paper evaluates it (the attack follows the
+  gradient of one latent draw, the prediction averages the softmax of 12 draws);
+  and the sampled model under an EOT attack (gradient averaged over 8 draws);
+- the pixel scale of eta: the FGSM sweep on both tasks with eta applied to
+  normalized inputs (x - mean) / std, i.e. eps = eta * std in [0, 1] units
+  (std of the test images), and to [0, 255] pixels, eps = eta / 255;
 - attack throughput (adversarial images/s, batch 500) for FGSM and PGD-10 on MTVIB.
 
     python benchmarks/robustness.py --data-dir ../shared/data --num-test 2000
@@ -38,14 +47,34 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = ("top_left", "bottom_right")
 
 
+PROTOCOLS = {"sampled": 1, "sampled-eot": 8}  # EOT draws of the attack gradient
+MC_SAMPLES = 12  # latent draws averaged by the sampled model's prediction (Alemi et al.)
+
+
+def pixel_std(x):
+    return float(np.std(x))
+
+
 def evaluate_model(model, x, y):
+    both = [list(TASKS)]
     rows = attacks.robustness_sweep(
         model, x, y, eps_values=ETAS, attacks=("fgsm",), task_sets=[["top_left"], ["bottom_right"], list(TASKS)], sampled=[False]
     )
     for name in ("pgd", "mim"):
-        rows += attacks.robustness_sweep(model, x, y, eps_values=(0.05, 0.10), attacks=(name,), task_sets=[list(TASKS)], sampled=[False], nb_iter=10)
+        rows += attacks.robustness_sweep(model, x, y, eps_values=(0.05, 0.10), attacks=(name,), task_sets=both, sampled=[False], nb_iter=10)
+    if getattr(model, "bottlenecks", None):
+        for mode, draws in PROTOCOLS.items():
+            sampled = attacks.robustness_sweep(model, x, y, eps_values=ETAS, task_sets=both, sampled=[True],
+                                               mc_samples=MC_SAMPLES, eot_samples=draws)
+            rows += [{**r, "mode": mode} for r in sampled]
+    std = pixel_std(x)
+    for scale, factor in (("normalized", std), ("255", 1 / 255)):
+        for eta in ETAS:
+            accuracy = attacks.adversarial_accuracy(model, x, y, "fgsm", eta * factor, tasks=list(TASKS))
+            rows.append({"attack": "fgsm", "tasks": "+".join(TASKS), "eps": float(eta), "mode": f"eta-{scale}",
+                         "eps_01": float(eta * factor), "accuracy": accuracy})
     measure = attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], list(TASKS)])
-    return {"rows": rows, "vulnerability": measure}
+    return {"rows": rows, "vulnerability": measure, "pixel_std": std}
 
 
 def throughput(model, x, y, batch=500):
@@ -63,9 +92,32 @@ def throughput(model, x, y, batch=500):
     return result
 
 
-def fgsm_row(rows, task_set, task):
-    chosen = sorted((r for r in rows if r["attack"] == "fgsm" and r["tasks"] == task_set), key=lambda r: r["eps"])
+def fgsm_row(rows, task_set, task, mode="mean"):
+    chosen = sorted(
+        (r for r in rows if r["attack"] == "fgsm" and r["tasks"] == task_set and r.get("mode", "mean") == mode),
+        key=lambda r: r["eps"],
+    )
     return [100 * r["accuracy"][task] for r in chosen]
+
+
+def system_tasks(entries, dataset):
+    """`(system, task, result rows, the paper's FGSM row as text)` in table order."""
+    for system in SYSTEMS:
+        if system in entries:
+            for task in TASKS:
+                yield system, task, entries[system]["rows"], " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
+
+
+def fgsm_mode_table(entries, dataset, modes, labels):
+    """Rows `| system | task | <label> | ours | paper |` for each mode in `modes` the results hold."""
+    lines = ["| system | task | " + labels + " | ours (%) | paper (%) |", "| --- | --- | --- | --- | --- |"]
+    both = "+".join(TASKS)
+    for system, task, rows, paper in system_tasks(entries, dataset):
+        for mode, label in modes.items():
+            values = fgsm_row(rows, both, task, mode)
+            if values:
+                lines.append(f"| {system.upper()} | {task} | {label} | {' / '.join(f'{v:.1f}' for v in values)} | {paper} |")
+    return lines
 
 
 def tables(results, num_test):
@@ -76,17 +128,12 @@ def tables(results, num_test):
             continue
         lines += [f"### {dataset}: FGSM, test accuracy (%) per eta {list(ETAS)} ({num_test} test images)", ""]
         lines += ["| system | task | attack | ours | paper |", "| --- | --- | --- | --- | --- |"]
-        for system in SYSTEMS:
-            if system not in entries:
-                continue
-            rows = entries[system]["rows"]
-            for task in TASKS:
-                paper = " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
-                for task_set in (task, "+".join(TASKS)):
-                    ours = " / ".join(f"{v:.1f}" for v in fgsm_row(rows, task_set, task))
-                    label = "that task" if task_set == task else "both tasks"
-                    used = (system in ("stl", "stvib")) == (task_set == task)
-                    lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
+        for system, task, rows, paper in system_tasks(entries, dataset):
+            for task_set in (task, "+".join(TASKS)):
+                ours = " / ".join(f"{v:.1f}" for v in fgsm_row(rows, task_set, task))
+                label = "that task" if task_set == task else "both tasks"
+                used = (system in ("stl", "stvib")) == (task_set == task)
+                lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
         lines += ["", f"### {dataset}: iterative attacks on both tasks, joint / top-left / bottom-right accuracy (%)", ""]
         lines += ["| system | PGD-10 eps 0.05 | PGD-10 eps 0.10 | MIM-10 eps 0.05 | MIM-10 eps 0.10 | FGSM eps 0.10 |", "| --- | --- | --- | --- | --- | --- |"]
         for system in SYSTEMS:
@@ -99,7 +146,14 @@ def tables(results, num_test):
                 a = r["accuracy"]
                 cells.append(f"{100 * a['joint']:.1f} / {100 * a['top_left']:.1f} / {100 * a['bottom_right']:.1f}")
             lines.append(f"| {system.upper()} | " + " | ".join(cells) + " |")
-        lines += ["", f"### {dataset}: vulnerability E ||dL/dx||_2", "", "| system | top_left | bottom_right | both |", "| --- | --- | --- | --- |"]
+        lines += ["", f"### {dataset}: evaluation protocols, FGSM on both tasks, accuracy per eta {list(ETAS)}", ""]
+        lines += fgsm_mode_table(entries, dataset, {"mean": "mean code", "sampled": f"sampled ({MC_SAMPLES} draws), 1-draw gradient",
+                                                    "sampled-eot": f"sampled ({MC_SAMPLES} draws), EOT-{PROTOCOLS['sampled-eot']} attack"}, "protocol")
+        stds = sorted({round(e["pixel_std"], 4) for e in entries.values() if "pixel_std" in e})
+        lines += ["", f"### {dataset}: pixel scale of eta, FGSM on both tasks, mean code (test pixel std {stds})", ""]
+        lines += fgsm_mode_table(entries, dataset, {"mean": "[0, 1]: eps = eta", "eta-normalized": "normalized: eps = eta * std",
+                                                    "eta-255": "[0, 255]: eps = eta / 255"}, "eta applied to")
+        lines += ["", f"### {dataset}: vulnerability E ||dL/dx||_2 (lambda_c = 1/M)", "", "| system | top_left | bottom_right | both |", "| --- | --- | --- | --- |"]
         for system in SYSTEMS:
             if system in entries:
                 v = entries[system]["vulnerability"]
@@ -132,7 +186,8 @@ def main():
         paths = sorted(glob.glob(os.path.join(args.models, f"{dataset}-*-e{args.epochs}.keras")))
         if not paths:
             continue
-        data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, seed=0)
+        # Only the test split is used; its images do not depend on num_train.
+        data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, num_train=1, seed=0)
         x, y = data.x_test[: args.num_test], {k: v[: args.num_test] for k, v in data.y_test.items()}
         for path in paths:
             system = os.path.basename(path).split("-")[1]

@@ -23,28 +23,40 @@ def test_perturbed_batch_replaces_the_chosen_fraction_inside_the_ball(sample_dat
     assert mixed.min() >= 0.0 and mixed.max() <= 1.0
 
 
-def test_trains_on_attacked_batch_and_reports_its_kl(sample_data):
-    """With learning rate 0, one fit step on a fully attacked batch (an L2 fast
-    gradient step: no random start, and no sign() that rounding could flip)
-    must report the KL of the attacked batch, not of the clean one nor of the
-    crafting passes."""
+def test_default_settings_train_on_the_whole_attacked_batch_and_report_its_loss_and_kl(sample_data):
+    """With default settings (PGD-7, eps 0.1, whole batch; Madry et al.) and
+    learning rate 0, one fit step must report the task losses and the KL of
+    the fully attacked batch: not of the clean batch, nor of a half-attacked
+    one (the default before issue 10), nor of the crafting passes."""
     x, y = _batch(sample_data)
     keras.utils.set_random_seed(0)
-    model = tm.build_mtvib(sample_data.tasks, seed=0, adversarial=AdversarialTraining("fgsm", eps=3.0, norm=2, fraction=1.0))
+    model = tm.build_mtvib(sample_data.tasks, seed=0, adversarial=AdversarialTraining(seed=1))
     model.compile(keras.optimizers.SGD(0.0))
-    # sigma near 0.7 instead of 0.007, so that the KL is led by the input-dependent mu.
-    model.bottleneck.scale_dense.bias.assign(np.full(256, 5.0, "float32"))
-    expected_x = attacks.fast_gradient_method(model, x, y, eps=3.0, norm=2, clip_min=0.0, clip_max=1.0).numpy()
+    model(x[:1])
+    # sigma near 1e-6, so that the latent noise cannot blur the task losses.
+    model.bottleneck.scale_dense.bias.assign(np.full(256, -20.0, "float32"))
+    batches = {
+        "attacked": AdversarialTraining(seed=1).perturb_batch(model, tf.constant(x), y).numpy(),
+        "half": AdversarialTraining(seed=1, fraction=0.5).perturb_batch(model, tf.constant(x), y).numpy(),
+        "clean": x,
+    }
+    assert np.all(np.abs(batches["attacked"] - x).reshape(8, -1).max(1) > 0.05)
 
-    def batch_kl(images):
-        loc, scale = model.bottleneck.posterior_params(model.encoder(tf.constant(images), training=True))
-        return float(tf.reduce_mean(model.bottleneck.kl_divergence(loc, scale)))
+    history = {k: v[0] for k, v in model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False).history.items()}
 
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     # Only now: training-mode calls move the BN statistics the crafting used.
-    attacked_kl, clean_kl = batch_kl(expected_x), batch_kl(x)
-    assert abs(attacked_kl - clean_kl) > 1e-4 * abs(clean_kl), (attacked_kl, clean_kl)  # 10x the tolerance below
-    np.testing.assert_allclose(history["bottleneck_kl"][0], attacked_kl, rtol=1e-5)
+    def batch_stats(images):
+        images = tf.constant(images)
+        loc, scale = model.bottleneck.posterior_params(model.encoder(images, training=True))
+        outputs = model(images, training=True)
+        stats = {f"{t}_loss": float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t]))) for t in y}
+        return {"bottleneck_kl": float(tf.reduce_mean(model.bottleneck.kl_divergence(loc, scale))), **stats}
+
+    stats = {name: batch_stats(images) for name, images in batches.items()}
+    for key, reported in stats["attacked"].items():
+        np.testing.assert_allclose(history[key], reported, rtol=1e-5, err_msg=key)
+        for other in ("half", "clean"):
+            assert abs(stats[other][key] - reported) > 1e-4 * abs(reported), (key, other, stats)  # 10x the tolerance
 
 
 def test_settings_round_trip_with_the_model(sample_data, tmp_path):

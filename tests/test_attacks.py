@@ -130,22 +130,29 @@ def test_bad_arguments_are_named(trained):
             call()
 
 
-def test_vulnerability_is_the_mean_per_example_gradient_norm(trained, tmp_path):
+def test_vulnerability_is_the_mean_per_example_norm_of_the_mean_task_gradient(trained, tmp_path):
+    """MTRobust Eq. 5: by default lambda_c = 1/M, so the measured gradient is
+    (1/M) sum_c grad L_c; explicit weights still give any other sum."""
     model, x, y = trained
     x, y = x[:32], {k: v[:32] for k, v in y.items()}
-    norms = attacks.gradient_norms(model, x, y, tasks=["top_left", "bottom_right"], batch_size=10)
+    both = ["top_left", "bottom_right"]
+    norms = attacks.gradient_norms(model, x, y, tasks=both, batch_size=10)
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
         outputs = model(xt, training=False)
         loss = tf.add_n([
-            tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t]))
-            for t in ("top_left", "bottom_right")
+            tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t])) for t in both
         ])
-    expected = np.linalg.norm(tape.gradient(loss, xt).numpy().reshape(32, -1), axis=1)
-    np.testing.assert_allclose(norms, expected, rtol=1e-4)
-    measure = attacks.vulnerability(model, x, y, [["top_left"], ["top_left", "bottom_right"]])
-    assert set(measure) == {"top_left", "top_left+bottom_right"}
+    summed = np.linalg.norm(tape.gradient(loss, xt).numpy().reshape(32, -1), axis=1)
+    np.testing.assert_allclose(norms, summed / 2, rtol=1e-4)
+    np.testing.assert_allclose(attacks.gradient_norms(model, x, y, tasks=both, task_weights=[0.5, 0.5]), norms, rtol=1e-6)
+    np.testing.assert_allclose(attacks.gradient_norms(model, x, y, tasks=both, task_weights={"top_left": 1.0, "bottom_right": 1.0}), summed, rtol=1e-4)
+    measure = attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], both])
+    assert set(measure) == {"top_left", "bottom_right", "top_left+bottom_right"}
+    np.testing.assert_allclose(measure["top_left+bottom_right"], norms.mean(), rtol=1e-5)
+    # Fig. 4c's direction: the two-task attack is the less effective one.
+    assert measure["top_left+bottom_right"] < (measure["top_left"] + measure["bottom_right"]) / 2, measure
 
     rows = attacks.robustness_sweep(model, x, y, eps_values=(0.0, 0.1), task_sets=[["top_left"]], mc_samples=4, eot_samples=2)
     assert {(r["mode"], r["eps"]) for r in rows} == {("mean", 0.0), ("mean", 0.1), ("sampled", 0.0), ("sampled", 0.1)}

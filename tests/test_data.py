@@ -189,16 +189,41 @@ def _write_mtfl_fixture(root, rows):
 def test_mtfl_reader_on_a_fixture_in_its_own_format(tmp_path):
     (tmp_path / "lfw_5590").mkdir()
     _write_mtfl_fixture(tmp_path, {"train": [(1, 2, 2, 3), (2, 1, 1, 5), (1, 1, 2, 1)], "test": [(2, 2, 1, 4)]})
-    data = mtfl.load_mtfl(tmp_path)
+    data = mtfl.load_mtfl(tmp_path, split="official")
     images, labels, landmarks = data["train"]
     assert images.shape == (3, 150, 150, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels["gender"], [0, 1, 0])
     np.testing.assert_array_equal(labels["head_pose"], [2, 4, 0])
     np.testing.assert_allclose(landmarks[0, :2], [50 * 150 / 250, 100 * 150 / 250])
     np.testing.assert_allclose(landmarks[0, 5], 20 * 150 / 200)
-    bundle = load_task_data("mtfl", data_dir=str(tmp_path))
-    assert [t.name for t in bundle.tasks] == ["gender", "smiling", "glasses", "head_pose"]
-    assert bundle.input_shape == (150, 150, 3)
     _write_mtfl_fixture(tmp_path, {"train": [(1, 2, 2, 6)], "test": [(2, 2, 1, 4)]})
     with pytest.raises(ValueError, match="head_pose=6 outside 1..5"):
-        mtfl.load_mtfl(tmp_path)
+        mtfl.load_mtfl(tmp_path, split="official")
+
+
+def test_mtfl_random_split_is_seeded_disjoint_and_honours_both_sizes(tmp_path):
+    """MTVIB's protocol: 9,000 / 1,000 drawn at random from the whole data set."""
+    (tmp_path / "lfw_5590").mkdir()
+    # Every image gets its own attribute tuple, so that labels identify images.
+    attributes = [(g, s, e, p) for g in (1, 2) for s in (1, 2) for e in (1, 2) for p in (1, 2, 3, 4, 5)][:12]
+    _write_mtfl_fixture(tmp_path, {"train": attributes[:8], "test": attributes[8:]})
+
+    def identities(split):
+        labels = split[1]
+        return [tuple(int(labels[t][i]) + 1 for t in ("gender", "smiling", "glasses", "head_pose")) for i in range(len(labels["gender"]))]
+
+    first = mtfl.load_mtfl(tmp_path, num_train=7, num_test=3, seed=0, image_size=8)
+    train, test = identities(first["train"]), identities(first["test"])
+    assert len(train) == 7 and len(test) == 3 and not set(train) & set(test)
+    assert set(train + test) <= set(attributes) and set(test) - set(attributes[8:])  # drawn across both listings
+    again = mtfl.load_mtfl(tmp_path, num_train=7, num_test=3, seed=0, image_size=8)
+    assert identities(again["train"]) == train and identities(again["test"]) == test
+    other = mtfl.load_mtfl(tmp_path, num_train=7, num_test=3, seed=1, image_size=8)
+    assert identities(other["test"]) != test
+    bundle = load_task_data("mtfl", data_dir=str(tmp_path), num_train=5, num_test=2)
+    assert [t.name for t in bundle.tasks] == ["gender", "smiling", "glasses", "head_pose"]
+    assert bundle.x_train.shape == (5, 150, 150, 3) and bundle.x_test.shape == (2, 150, 150, 3)
+    with pytest.raises(ValueError, match="num_test=1000"):
+        mtfl.load_mtfl(tmp_path)  # 12 images cannot hold the paper's 1,000 test images
+    with pytest.raises(ValueError, match="split"):
+        mtfl.load_mtfl(tmp_path, split="paper")

@@ -20,7 +20,7 @@ FAMILY_DEFAULTS = {
     "vmtl": {"epochs": 50, "latent_dim": 128, "lr": 1e-3},
 }
 RUN_FILES = ("config.json", "metrics.json", "model.keras")
-ADVERSARIAL_DEFAULTS = {"adv_eps": 0.1, "adv_steps": 7, "adv_fraction": 0.5, "adv_tasks": None}
+ADVERSARIAL_DEFAULTS = {"adv_eps": 0.1, "adv_steps": 7, "adv_fraction": 1.0, "adv_tasks": None}
 
 
 def _parser():
@@ -56,7 +56,8 @@ def _parser():
     train.add_argument("--adv-eps", type=float, default=None, help="L-inf radius of the training attack (default 0.1)")
     train.add_argument("--adv-steps", type=int, default=None, help="PGD steps of the training attack (default 7)")
     train.add_argument("--adv-tasks", nargs="+", default=None, help="attacked tasks (default: all)")
-    train.add_argument("--adv-fraction", type=float, default=None, help="share of each batch attacked (default 0.5)")
+    train.add_argument("--adv-fraction", type=float, default=None,
+                       help="share of each batch attacked (default 1: whole batches, as Madry et al.)")
     domains = train.add_argument_group("--dataset domains (VMTL)")
     domains.add_argument("--domains", nargs="+", default=["mnist", "rotated", "digits"],
                          help="tasks: mnist, rotated, inverted, digits")

@@ -9,7 +9,8 @@
   the MNIST / Fashion-MNIST IDX files (directly or in `mnist/`,
   `fashion-mnist/`).
 - `mtfl`: MTFL (image uint8 `(150, 150, 3)`, `gender`, `smiling`, `glasses`,
-  `head_pose`, `landmarks` float32 `(10,)`); the manual folder is the MTFL folder.
+  `head_pose`, `landmarks` float32 `(10,)`); the manual folder is the MTFL
+  folder; configs `official` (its listings) and `paper` (MTVIB's draw).
 - `vmtl_domains`: the VMTL tasks of `tf_mtvib.data.domains` (image uint8
   `(28, 28, 1)`, `task`, `label`); domains, share for training, examples per
   task and seed are the builder config (`DomainsConfig`).
@@ -110,10 +111,24 @@ class MultiFashionMnist(_MultiBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _idx_instructions("Fashion-MNIST")
 
 
+class MtflConfig(tfds.core.BuilderConfig):
+    """Which MTFL images form the splits (`tf_mtvib.data.mtfl.load_mtfl`'s
+    `split`: 'official' listings or MTVIB's 'random' 9,000 / 1,000 draw)."""
+
+    def __init__(self, *, split="official", seed=0, **kwargs):
+        kwargs.setdefault("version", _VERSION)
+        super().__init__(**kwargs)
+        self.split, self.seed = split, seed
+
+
 class Mtfl(tfds.core.GeneratorBasedBuilder):
     """MTFL (Zhang et al., ECCV 2014), the four attributes of MTVIB Table II."""
 
     VERSION = _VERSION
+    BUILDER_CONFIGS = [
+        MtflConfig(name="official", description="training.txt / testing.txt as listed."),
+        MtflConfig(name="paper", split="random", description="MTVIB's 9,000 / 1,000 draw, seed 0 (load_task_data)."),
+    ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Pass `download_config=tfds.download.DownloadConfig(manual_dir=MTFL_FOLDER)`, the folder holding "
         "training.txt, testing.txt and the images they name."
@@ -129,7 +144,7 @@ class Mtfl(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
-        data = mtfl.load_mtfl(root)
+        data = mtfl.load_mtfl(root, split=self.builder_config.split, seed=self.builder_config.seed)
         self.info.metadata["data_sources"] = {"mtfl": mtfl.listing_source(root).record()}
         return {split: self._generate_examples(*data[split]) for split in ("train", "test")}
 

@@ -107,7 +107,13 @@ def robustness_sweep(model, x, y, eps_values=MTVIB_EPS, attacks=("fgsm",), task_
 
 
 def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, stochastic=False, eot_samples=1):
-    """Per-example ||d L_all / d x||_2 (MTRobust Theorem 1), shape `(n,)`."""
+    """Per-example ||d L_all / d x||_2 (MTRobust Lemma 1, Eq. 5), shape `(n,)`.
+
+    `L_all = sum_c lambda_c L_c` over the attacked `tasks`; `task_weights`
+    (lambda_c) default to 1/M, so the measured gradient is the mean of the M
+    tasks' input gradients, as in MTRobust's Theorem 1 and Fig. 4c. Pass
+    `task_weights=[1.0] * M` for the plain sum.
+    """
     norms = []
     for start in range(0, len(x), batch_size):
         xb = tf.convert_to_tensor(x[start: start + batch_size])
@@ -127,7 +133,9 @@ def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, s
 
 
 def vulnerability(model, x, y, task_sets, **kwargs):
-    """`{"a+b": E_x ||d L_all / d x||_2}` for each attacked task set."""
+    """`{"a+b": E_x ||d L_all / d x||_2}` for each attacked task set (MTRobust
+    Definition 1 to first order); lambda_c = 1/M within each set unless
+    `task_weights` is given (see `gradient_norms`)."""
     return {"+".join(s): float(np.mean(gradient_norms(model, x, y, tasks=list(s), **kwargs))) for s in task_sets}
 
 

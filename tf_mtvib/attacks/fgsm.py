@@ -31,7 +31,8 @@ def fast_gradient_method(
         clip_min, clip_max: the valid input range, e.g. 0 and 1.
         tasks: attacked task name(s). Default value: every classification
             task (one task = single-task attack, several = multitask attack).
-        task_weights: lambda_c per attacked task. Default value: all 1.
+        task_weights: lambda_c per attacked task. Default value: 1/M each (M attacked
+            tasks; MTRobust Eq. 5).
         targeted: move towards `y` instead of away from it.
         eot_samples: forward passes the gradient is averaged over.
         stochastic: attack the sampled model of a MultiTaskVIB (one latent

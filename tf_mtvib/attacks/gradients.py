@@ -1,8 +1,11 @@
 """The multi-task attack objective, its input gradient (with EOT), and the
 projections shared by the attacks.
 
-Objective (MTRobust Eq. 1; MTVIB Eq. 25 for one task): for attacked tasks C,
-`L_all(x) = sum_{c in C} lambda_c * L_c(f(x)_c, y_c)`, per example.
+Objective (MTRobust Eq. 2; MTVIB Eq. 25 for one task): for attacked tasks C,
+`L_all(x) = sum_{c in C} lambda_c * L_c(f(x)_c, y_c)`, per example, with
+lambda_c = 1/|C| by default (MTRobust Eq. 5 and Theorem 1), so that the joint
+gradient is the mean of the tasks' gradients. The attacks step along sign(g)
+or g / ||g||, which a common scale of the weights does not change.
 """
 
 import weakref
@@ -44,6 +47,9 @@ def task_kinds_of(model):
 def resolve_tasks(model, labels, tasks=None, task_weights=None):
     """Checks the attacked tasks and their weights lambda_c.
 
+    `task_weights`: a list (one per task) or a dict by task name. Default
+    value: `1 / len(tasks)` each (MTRobust Eq. 5).
+
     Returns:
         `(tuple of task names, tuple of float weights)`.
     """
@@ -61,7 +67,7 @@ def resolve_tasks(model, labels, tasks=None, task_weights=None):
     if missing:
         raise ValueError(f"`y` has no labels for attacked task(s) {missing}.")
     if task_weights is None:
-        task_weights = [1.0] * len(tasks)
+        task_weights = [1.0 / len(tasks)] * len(tasks)
     elif isinstance(task_weights, dict):
         task_weights = [task_weights[t] for t in tasks]
     task_weights = [float(w) for w in task_weights]

@@ -41,7 +41,8 @@ def to_float_images(images):
 
 def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test=None, seed=0, allow_download=True):
     """Loads a named data set: 'sample' (embedded MultiMNIST sample),
-    'multimnist', 'multifashion', or 'mtfl' (data_dir = the MTFL folder).
+    'multimnist', 'multifashion', or 'mtfl' (data_dir = the MTFL folder;
+    MTVIB's seeded random 9,000 / 1,000 split, see `mtfl.load_mtfl`).
 
     Every split is validated (shapes, finite values, label ranges) before
     it is returned.
@@ -53,7 +54,7 @@ def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test
 
         if data_dir is None:
             raise ValueError("The MTFL data set needs `data_dir`, the folder holding training.txt.")
-        raw = mtfl.load_mtfl(data_dir, max_examples=num_train)
+        raw = mtfl.load_mtfl(data_dir, num_train=num_train, num_test=num_test, seed=seed)
         sources = {"mtfl": mtfl.listing_source(data_dir)}
         tasks = mtfl.mtfl_tasks()
         splits = {s: (to_float_images(raw[s][0]), raw[s][1]) for s in raw}

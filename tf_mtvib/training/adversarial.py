@@ -1,8 +1,10 @@
 """Multitask adversarial training (MTRobust Sec. 5.5; Madry et al. 2018).
 
-A `MultiTaskVIB` built with `adversarial=AdversarialTraining(...)` replaces a
-fraction of every training batch by attacks on the chosen task set before its
-ordinary `train_step`; everything else about `fit` stays as it is.
+A `MultiTaskVIB` built with `adversarial=AdversarialTraining(...)` replaces
+every training batch by attacks on the chosen task set before its ordinary
+`train_step` (Madry et al.'s min-max training, as MTRobust Sec. 5.5 uses it);
+`fraction < 1` keeps the rest of the batch clean (Goodfellow et al.'s mixed
+objective). Everything else about `fit` stays as it is.
 """
 
 import keras
@@ -25,15 +27,15 @@ class AdversarialTraining:
         eps_iter: PGD step. Default value: `2.5 * eps / nb_iter`.
         nb_iter: PGD steps. Default value: `7`.
         fraction: share of each batch replaced by adversarial examples
-            (the first rows). Default value: `0.5`.
+            (the first rows). Default value: `1.0`, the whole batch.
         tasks: attacked task names. Default value: every classification task.
-        task_weights: lambda_c of the attacked tasks. Default value: all 1.
+        task_weights: lambda_c of the attacked tasks. Default value: 1/M each.
         norm: `np.inf` or `2`.
         clip_min, clip_max: input range. Default value: `0.0`, `1.0`.
         seed: seed of the random starts.
     """
 
-    def __init__(self, attack="pgd", eps=0.1, eps_iter=None, nb_iter=7, fraction=0.5, tasks=None,
+    def __init__(self, attack="pgd", eps=0.1, eps_iter=None, nb_iter=7, fraction=1.0, tasks=None,
                  task_weights=None, norm=np.inf, clip_min=0.0, clip_max=1.0, seed=None):
         if attack not in ATTACKS:
             raise ValueError(f"`attack` must be one of {ATTACKS}, received attack={attack!r}.")
