@@ -17,12 +17,22 @@ def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test_accuracy"]) == {"top_left", "bottom_right", "joint"}
     assert metrics["test_examples"] == 50 and len(metrics["history"]["loss"]) == 1
+    sample = json.loads((run / "config.json").read_text())["data_sources"]["sample"]
+    assert sample["origin"] == "tf_mtvib package" and len(sample["sha256"]["multimnist_sample.npz"]) == 64
+    assert metrics["data_sources"]["sample"] == sample
     assert "bottleneck_kl" in metrics["history"] and "top_left_sigma" in metrics["history"]
     out = capsys.readouterr().out
     assert "top_left" in out and "joint" in out
 
     assert cli.main(["evaluate", str(run), "--mc-samples", "4"]) == 0
     assert "4 latent samples" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    changed = json.loads(json.dumps(config))
+    changed["data_sources"]["sample"]["sha256"]["multimnist_sample.npz"] = "0" * 64
+    (run / "config.json").write_text(json.dumps(changed))
+    assert cli.main(["evaluate", str(run)]) == 2
+    assert "other files than those found now" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps(config))
     assert (run / "eval-mc4.json").is_file()
     base = tmp_path / "savedmodels" / "quick"
     for version in ("1", "2"):
@@ -51,14 +61,15 @@ def test_changed_settings_do_not_resume_silently(tmp_path):
         cli.main(["train", "--epochs", "2", "--model", "uwl", "--out", str(run), *SMALL])
 
 
-def test_missing_data_names_what_was_tried_and_writes_nothing(tmp_path, capsys):
+def test_given_data_dir_is_the_only_source_and_nothing_is_written(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_MTVIB_DATA", data_dir)  # real files elsewhere must not be used silently
     run = tmp_path / "run"
     code = cli.main(
         ["train", "--dataset", "multimnist", "--data-dir", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path / "c"), "--out", str(run), *SMALL]
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "nowhere" in err and "TF_MTVIB_DATA" in err
+    assert "nowhere" in err and "only source tried" in err and "train-images-idx3-ubyte" in err
     assert not run.exists()
 
 
@@ -116,5 +127,13 @@ def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, ca
     assert [r["eps"] for r in rows] == [0.0, 0.2]
     assert rows[0]["accuracy"]["average"] == pytest.approx(metrics["test_accuracy"]["average"], abs=1e-6)
     assert rows[1]["accuracy"]["average"] <= rows[0]["accuracy"]["average"]
+    # Interrupted after its last checkpoint: the same command with more epochs continues the schedules.
+    os.remove(run / "model.keras")
+    os.remove(run / "metrics.json")
+    assert cli.main([*argv, "--epochs", "51"]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert len(history["kl_weight"]) == 51 and history["kl_weight"][50] > history["kl_weight"][49]
+    assert history["temperature"][50] < history["temperature"][49] or history["temperature"][50] == 0.5
     assert cli.main(["train", "--model", "vmtl", "--dataset", "sample", "--out", str(tmp_path / "x")]) == 2
     assert "needs --dataset domains" in capsys.readouterr().err

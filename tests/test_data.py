@@ -1,5 +1,6 @@
 import gzip
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -53,13 +54,33 @@ def test_known_file_with_wrong_content_fails_its_checksum(tmp_path):
         idx.read_idx(fake, dataset="mnist")
 
 
-def test_missing_data_lists_every_place_tried(tmp_path, monkeypatch):
+def test_without_data_dir_the_fallback_chain_is_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_MTVIB_DATA", str(tmp_path / "env"))
     with pytest.raises(idx.DataNotFoundError) as error:
-        idx.load_mnist_like("fashion_mnist", tmp_path / "given", allow_download=False)
+        idx.load_mnist_like("fashion_mnist", allow_download=False)
     message = str(error.value)
-    for place in ("given", "env", "TF_MTVIB_DATA", "/usr/share/datasets/fashion-mnist"):
+    for place in ("env", "TF_MTVIB_DATA", "/usr/share/datasets/fashion-mnist"):
         assert place in message
+
+
+def test_given_data_dir_is_the_only_source_tried(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_MTVIB_DATA", data_dir)  # holds real files, must not be used
+    (tmp_path / "given").mkdir()
+    (tmp_path / "given" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(idx.DataNotFoundError) as error:
+        idx.load_mnist_like("mnist", tmp_path / "given", allow_download=True)
+    message = str(error.value)
+    assert "given" in message and "train-labels-idx1-ubyte" in message
+    assert data_dir not in message
+
+
+def _copy_with_truncated_train_images(data_dir, folder):
+    folder.mkdir()
+    for path in (pathlib.Path(data_dir) / "mnist").iterdir():
+        content = path.read_bytes()
+        if path.name.startswith("train-images"):
+            content = content[: len(content) // 2]
+        (folder / path.name).write_bytes(content)
 
 
 def test_environment_variable_points_at_the_data(data_dir, monkeypatch):
@@ -104,14 +125,28 @@ def test_overlap_takes_the_maximum():
     assert (x == 80).sum() > 0
 
 
-def test_generated_set_is_cached_atomically(data_dir, tmp_path):
+def test_generated_set_is_cached_atomically_under_the_digests_of_its_sources(data_dir, tmp_path):
     cache = tmp_path / "cache"
-    first = multimnist.load_multi("multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False)
+    first, source = multimnist.load_multi("multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False)
     files = os.listdir(cache)
     assert len(files) == 1 and files[0].endswith(".npz")
-    again = multimnist.load_multi("multifashion", "/nonexistent", cache, num_train=200, num_test=50, seed=3, allow_download=False)
+    assert source.origin == "data_dir" and source.folder == os.path.join(data_dir, "fashion-mnist")
+    assert source.sha256["t10k-labels-idx1-ubyte.gz"] == idx.file_sha256(
+        os.path.join(data_dir, "fashion-mnist", "t10k-labels-idx1-ubyte.gz"))
+    again, _ = multimnist.load_multi("multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False)
     np.testing.assert_array_equal(first["train"][0], again["train"][0])
-    assert first["test"][0].shape == (50, 36, 36)
+    assert first["test"][0].shape == (50, 36, 36) and os.listdir(cache) == files
+    with pytest.raises(idx.DataNotFoundError, match="nonexistent"):
+        multimnist.load_multi("multifashion", "/nonexistent", cache, num_train=200, num_test=50, seed=3, allow_download=False)
+
+
+def test_corrupt_source_file_is_named_even_when_a_cache_exists(data_dir, tmp_path):
+    cache = tmp_path / "cache"
+    multimnist.load_multi("multimnist", data_dir, cache, num_train=20, num_test=10, allow_download=False)
+    _copy_with_truncated_train_images(data_dir, tmp_path / "broken")
+    with pytest.raises(ValueError, match="broken/train-images-idx3-ubyte.gz is a corrupt gzip"):
+        multimnist.load_multi("multimnist", tmp_path / "broken", cache, num_train=20, num_test=10, allow_download=False)
+    assert len(os.listdir(cache)) == 1
 
 
 def test_interrupted_write_leaves_no_file(tmp_path):

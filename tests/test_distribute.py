@@ -96,3 +96,11 @@ def test_unknown_strategy_is_named():
         distribute.get_strategy("tpu")
     with pytest.raises(ValueError, match="devices"):
         distribute.get_strategy("default", devices=["/cpu:0"])
+
+
+def test_a_single_process_is_the_chief_and_writes_its_own_folder(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for strategy in (tf.distribute.get_strategy(), distribute.get_strategy("mirrored")):
+        assert distribute.worker_role(strategy) == (None, None) and distribute.is_chief(strategy)
+        assert distribute.write_folder("runs/x", strategy) == "runs/x"
+    distribute.check_same_on_all_workers(tf.distribute.get_strategy(), 3, "the epoch")  # nothing to compare

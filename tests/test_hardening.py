@@ -239,13 +239,13 @@ def test_truncated_config_is_named_by_evaluate(run_dir, tmp_path, capsys):
 def test_truncated_cache_is_regenerated(data_dir, tmp_path):
     from tf_mtvib.data.multimnist import load_multi
 
-    first = load_multi("multimnist", data_dir, str(tmp_path), num_train=30, num_test=20)
+    first, _ = load_multi("multimnist", data_dir, str(tmp_path), num_train=30, num_test=20)
     (cache,) = tmp_path.glob("*.npz")
     _truncate(cache)
     with pytest.warns(UserWarning, match=f"{cache}.*damaged"):
-        again = load_multi("multimnist", data_dir, str(tmp_path), num_train=30, num_test=20)
+        again, _ = load_multi("multimnist", data_dir, str(tmp_path), num_train=30, num_test=20)
     np.testing.assert_array_equal(again["train"][0], first["train"][0])
-    np.testing.assert_array_equal(load_multi("multimnist", data_dir, str(tmp_path), 30, 20)["test"][1], first["test"][1])
+    np.testing.assert_array_equal(load_multi("multimnist", data_dir, str(tmp_path), 30, 20)[0]["test"][1], first["test"][1])
 
 
 # --- 5. flags that do nothing, foreign models -----------------------------------

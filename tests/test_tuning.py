@@ -74,3 +74,17 @@ def test_bad_search_settings_are_named(sample_data):
     model = hypermodel.build(keras_tuner.HyperParameters())
     with pytest.raises(ValueError, match="validation_data"):
         hypermodel.fit(None, model, sample_data.x_train[:10], epochs=1)
+
+
+def test_search_role_reads_keras_tuner_variables_and_names_a_missing_one(monkeypatch):
+    for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert tuning.search_role() is None
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    with pytest.raises(ValueError, match="KERASTUNER_ORACLE_PORT"):
+        tuning.search_role()
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    assert tuning.search_role() == "worker"
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    assert tuning.search_role() == "chief"

@@ -160,23 +160,36 @@ def _print_accuracies(title, accuracies):
 
 
 def _load_data(config):
+    """The data of `config`; for a finished run's config, only if its source
+    files have the SHA-256 the run recorded."""
     if config["dataset"] == "domains":
         from tf_mtvib.data.domains import load_domains
 
-        return load_domains(
+        data = load_domains(
             config["domains"], train_fraction=config["train_fraction"],
             examples_per_task=config["examples_per_task"], data_dir=config.get("data_dir"), seed=config["seed"],
         )
-    from tf_mtvib.data.pipeline import load_task_data
+    else:
+        from tf_mtvib.data.pipeline import load_task_data
 
-    return load_task_data(
-        config["dataset"],
-        data_dir=config.get("data_dir"),
-        cache_dir=config.get("cache_dir"),
-        num_train=config.get("num_train"),
-        num_test=config.get("num_test"),
-        seed=config["seed"],
-    )
+        data = load_task_data(
+            config["dataset"],
+            data_dir=config.get("data_dir"),
+            cache_dir=config.get("cache_dir"),
+            num_train=config.get("num_train"),
+            num_test=config.get("num_test"),
+            seed=config["seed"],
+        )
+    recorded = config.get("data_sources")
+    if recorded is not None:
+        found = {name: source["sha256"] for name, source in data.sources.items()}
+        if found != {name: source["sha256"] for name, source in recorded.items()}:
+            folders = ", ".join(source["folder"] for source in data.sources.values())
+            raise ValueError(
+                f"The run was made from other files than those found now in {folders}: their SHA-256 differ from "
+                "the run's config.json 'data_sources'. Point TF_MTVIB_DATA at the run's source folder."
+            )
+    return data
 
 
 def _adversarial_flags(args):
@@ -215,27 +228,19 @@ def train(args):
         config["data_dir"] = os.path.abspath(config["data_dir"])
     if os.path.exists(os.path.join(out, "model.keras")) and not args.overwrite:
         raise SystemExit(f"tf-mtvib: {out} already holds a trained model; pass --overwrite or another --out.")
-    checkpoint_dir = os.path.join(out, "checkpoint")
-    saved_config = os.path.join(out, "config.json")
-    if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
-        from tf_mtvib.data.atomic import read_json
-
-        previous = read_json(saved_config, "pass --overwrite to start the run again")
-        changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
-        if changed and not args.overwrite:
-            raise SystemExit(
-                f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
-                "pass --overwrite to start again or another --out."
-            )
+    checkpoint_dir = _check_resumable(out, config, args.overwrite)
 
     import keras
 
+    from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.pipeline import make_dataset
     from tf_mtvib.data.validation import check_finite_weights
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.training import AdversarialTraining, EpochCheckpoint, StopOnNonFiniteLoss
 
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
+    folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     adversarial = None
     if args.adversarial:
         adversarial = AdversarialTraining(
@@ -243,24 +248,21 @@ def train(args):
             tasks=args.adv_tasks, seed=args.seed,
         )
     data = _load_data(config)  # validated before anything is written
+    config["data_sources"] = data.sources
     if args.adv_tasks:
         unknown = sorted(set(args.adv_tasks) - {t.name for t in data.tasks})
         if unknown:
             raise ValueError(f"--adv-tasks names unknown task(s) {unknown}; the tasks are {[t.name for t in data.tasks]}.")
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
     with strategy.scope():
         model, state = _build_or_restore(args, data, adversarial, checkpoint_dir)
-    if state["epoch"]:
-        print(f"Resuming {out} after epoch {state['epoch']}.")
-    os.makedirs(out, exist_ok=True)
-    atomic.write_json(saved_config, config)
+    _begin_run(out, folder, config, strategy, state["epoch"], checkpoint_dir)
 
     if strategy.num_replicas_in_sync > 1:
         print(f"Training on {strategy.num_replicas_in_sync} replicas, global batch {args.batch_size}.")
-    train_ds = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
-    test_ds = make_dataset(data.x_test, data.y_test, 500)
-    checkpoint = EpochCheckpoint(checkpoint_dir, history=state["history"])
+    train_ds = distribute.shard_by_data(make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed))
+    test_ds = distribute.shard_by_data(make_dataset(data.x_test, data.y_test, 500))
+    checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"])
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     start = time.time()
     if state["epoch"] < args.epochs:
@@ -270,7 +272,7 @@ def train(args):
                 epochs=args.epochs,
                 initial_epoch=state["epoch"],
                 validation_data=test_ds,
-                callbacks=[keras.callbacks.TensorBoard(os.path.join(out, "logs")), StopOnNonFiniteLoss(), checkpoint],
+                callbacks=[keras.callbacks.TensorBoard(os.path.join(folder, "logs")), StopOnNonFiniteLoss(), checkpoint],
                 verbose=verbose,
             )
     seconds = time.time() - start
@@ -282,13 +284,31 @@ def train(args):
         "train_seconds": seconds,
         "train_examples": int(len(data.x_train)),
         "test_examples": int(len(data.x_test)),
+        "data_sources": data.sources,
     }
-    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+    with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    atomic.write_json(os.path.join(out, "metrics.json"), metrics)
+    atomic.write_json(os.path.join(folder, "metrics.json"), metrics)
     _print_accuracies(f"{args.model} on {args.dataset} test split ({len(data.x_test)} images):", accuracies)
-    print(f"Run folder: {out}")
+    _print_run_folder(out, strategy, model)
     return 0
+
+
+def _check_resumable(out, config, overwrite):
+    """`OUT/checkpoint`, after checking that an interrupted run there had the same settings."""
+    checkpoint_dir = os.path.join(out, "checkpoint")
+    saved_config = os.path.join(out, "config.json")
+    if os.path.exists(os.path.join(checkpoint_dir, "state.json")) and os.path.isfile(saved_config):
+        from tf_mtvib.data.atomic import read_json
+
+        previous = read_json(saved_config, "pass --overwrite to start the run again")
+        changed = {k for k in config if k != "epochs" and previous.get(k) != config[k]}
+        if changed and not overwrite:
+            raise SystemExit(
+                f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
+                "pass --overwrite to start again or another --out."
+            )
+    return checkpoint_dir
 
 
 @contextlib.contextmanager
@@ -329,51 +349,88 @@ def _train_domains(args):
         )
     }
     config["data_dir"] = args.data_dir and os.path.abspath(args.data_dir)
+    checkpoint_dir = _check_resumable(out, config, args.overwrite)
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
     data = _load_data(config)
+    config["data_sources"] = data.sources
 
     import keras
 
+    from tf_mtvib import distribute
     from tf_mtvib.data import atomic
     from tf_mtvib.data.domains import make_domain_dataset
     from tf_mtvib.data.validation import check_finite_weights
     from tf_mtvib.evaluation import domain_accuracies
     from tf_mtvib.models.vmtl import build_vmtl_system
-    from tf_mtvib.training import StopOnNonFiniteLoss, TemperatureAnnealing
+    from tf_mtvib.training import EpochCheckpoint, StopOnNonFiniteLoss, TemperatureAnnealing
 
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
+    folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     with strategy.scope():
-        model = build_vmtl_system(
-            args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
-            latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
-            **({} if args.model in ("stl", "bmtl") else dict(
-                kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)),
-        )
-        model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
+        model, state = (None, None) if args.overwrite else EpochCheckpoint.restore(checkpoint_dir)
+        if model is None:
+            model = build_vmtl_system(
+                args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
+                latent_dim=args.latent_dim, seed=args.seed, task_names=data.task_names,
+                **({} if args.model in ("stl", "bmtl") else dict(
+                    kl_weight=args.kl_weight, kl_anneal_rate=args.kl_anneal_rate, mixture_kl=args.mixture_kl)),
+            )
+            model.compile(optimizer=keras.optimizers.Adam(args.lr))
+            state = {"epoch": 0, "history": {}}
+    _begin_run(out, folder, config, strategy, state["epoch"], checkpoint_dir)
+    train_ds = distribute.shard_by_data(make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed))
+    # VMTL epochs are short: save at most every 10 s (and after the last epoch).
+    checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"], min_interval=10.0)
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
     if args.model not in ("stl", "bmtl"):
-        callbacks.append(TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)))
+        annealing = TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor))
+        annealing.step = state["epoch"] * int(train_ds.cardinality())  # a resumed run continues the schedule
+        callbacks.append(annealing)
+    callbacks.append(checkpoint)  # last, so that it saves the logs the others add
     start = time.time()
-    with _stop_if_diverged():
-        history = model.fit(
-            make_domain_dataset(data, "train", args.batch_per_task, seed=args.seed), epochs=args.epochs,
-            callbacks=[StopOnNonFiniteLoss(), *callbacks],
-            verbose=args.verbose if args.verbose == "auto" else int(args.verbose),
-        ).history
+    with _stop_if_diverged(checkpoint_dir):
+        if state["epoch"] < args.epochs:
+            model.fit(train_ds, epochs=args.epochs, initial_epoch=state["epoch"],
+                      callbacks=[StopOnNonFiniteLoss(), *callbacks],
+                      verbose=args.verbose if args.verbose == "auto" else int(args.verbose))
     seconds = time.time() - start
     check_finite_weights(model, f"The trained {args.model} model")
+    history = checkpoint.history
     accuracies = domain_accuracies(model, data)
-    os.makedirs(out, exist_ok=True)
-    atomic.write_json(os.path.join(out, "config.json"), config)
-    with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+    with atomic.atomic_path(os.path.join(folder, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    atomic.write_json(os.path.join(out, "metrics.json"), {
-        "test_accuracy": accuracies, "history": {k: [float(v) for v in vs] for k, vs in history.items()},
-        "train_seconds": seconds, "train_examples": data.train_sizes,
+    atomic.write_json(os.path.join(folder, "metrics.json"), {
+        "test_accuracy": accuracies, "history": history,
+        "train_seconds": seconds, "train_examples": data.train_sizes, "data_sources": data.sources,
     })
     _print_accuracies(f"{args.model} on {', '.join(data.task_names)} ({args.train_fraction:.0%} for training):", accuracies)
-    print(f"Run folder: {out}")
+    _print_run_folder(out, strategy, model)
     return 0
+
+
+def _begin_run(out, folder, config, strategy, restored_epoch, checkpoint_dir):
+    """Checks that every worker resumes from the same epoch, says when a run
+    resumes, and writes config.json (into `folder`: `out` on the chief)."""
+    from tf_mtvib import distribute
+    from tf_mtvib.data import atomic
+
+    distribute.check_same_on_all_workers(
+        strategy, restored_epoch, f"the epoch restored from {checkpoint_dir} (--out must be a folder every worker reads)"
+    )
+    if restored_epoch:
+        print(f"Resuming {out} after epoch {restored_epoch}.")
+    os.makedirs(folder, exist_ok=True)
+    atomic.write_json(os.path.join(folder, "config.json"), config)
+
+
+def _print_run_folder(out, strategy, model):
+    from tf_mtvib import distribute
+
+    task_type, task_id = distribute.worker_role(strategy)
+    if task_type is not None:
+        role = "chief" if distribute.is_chief(strategy) else "not the chief: its files go to a temporary folder"
+        print(f"Worker {task_type}:{task_id} ({role}); weights fingerprint {distribute.weights_fingerprint(model)}")
+    print(f"Run folder: {out}")
 
 
 def _build_or_restore(args, data, adversarial, checkpoint_dir):
@@ -569,18 +626,21 @@ def tune(args):
         "max_trials": args.max_trials, "epochs": args.epochs, "val_fraction": args.val_fraction,
         "batch_size": args.batch_size,
     }
+    strategy = _device_setup(args)  # before any other TensorFlow op (multiworker needs it)
+    from tf_mtvib import tuning
+
+    role = tuning.search_role()  # None, or keras-tuner's 'chief' / 'worker' (KERASTUNER_* variables)
     data = _load_data(config)
+    config["data_sources"] = data.sources
     (x_train, y_train), (x_val, y_val) = _split_validation(data, args.val_fraction)
 
     import keras
 
-    from tf_mtvib import tuning
     from tf_mtvib.data import atomic
     from tf_mtvib.evaluation import task_accuracies
     from tf_mtvib.export import export_savedmodel
 
     keras.utils.set_random_seed(args.seed)
-    strategy = _device_setup(args)
     common = dict(objective=args.objective, robust_eps=args.robust_eps, seed=args.seed)
     if args.hypermodel == "mtvib":
         hypermodel = tuning.MTVIBHyperModel(data.tasks, data.input_shape, **common)
@@ -588,16 +648,21 @@ def tune(args):
         hypermodel = tuning.GSHyperModel(data.tasks, data.input_shape, learning_rate=args.lr, **common)
     tuner = tuning.make_tuner(
         hypermodel, args.tuner, max_trials=args.max_trials, directory=out, project_name="search",
-        overwrite=args.overwrite, max_epochs=args.epochs, seed=args.seed, distribution_strategy=strategy,
+        overwrite=args.overwrite and role != "worker", max_epochs=args.epochs, seed=args.seed,
+        distribution_strategy=strategy,
     )
     fit_kwargs = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
     tuner.search(
         x_train, y_train, validation_data=(x_val, y_val), batch_size=args.batch_size,
         verbose=args.verbose if args.verbose == "auto" else int(args.verbose), **fit_kwargs,
     )
+    if role == "worker":
+        print(f"Tuner {tuner.tuner_id}: no trials left; the chief writes the results to {out}.")
+        return 0
     best = tuner.get_best_models(1)[0]
     accuracies = task_accuracies(best, data.x_test, data.y_test)
-    summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies}
+    summary = {"best": tuning.best_trial_summary(tuner, args.max_trials), "test_accuracy_of_best": accuracies,
+               "data_sources": data.sources}
     with atomic.atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         best.save(tmp)
     atomic.write_json(os.path.join(out, "config.json"), config)

@@ -12,6 +12,7 @@ computed after every epoch by `RobustAccuracy`).
 """
 
 import itertools
+import os
 
 import keras
 import keras_tuner
@@ -158,6 +159,31 @@ class GSHyperModel(_MultiTaskHyperModel):
             "gs", self.tasks, input_shape=self.input_shape, task_weights=self.task_weights(hp), seed=self.seed
         )
         return self._compile(model, self.learning_rate)
+
+
+def search_role():
+    """This process's part in a distributed keras-tuner search, read from
+    keras-tuner's own environment variables:
+
+    - `None`: no `KERASTUNER_ORACLE_IP`, a search in one process;
+    - `"chief"`: `KERASTUNER_TUNER_ID` contains 'chief': serves the oracle at
+      `KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`, runs no trial, and after
+      the last trial holds the results;
+    - `"worker"`: any other `KERASTUNER_TUNER_ID` ('tuner0', ...): asks the
+      chief for trials and runs them until none is left.
+
+    Every process must be given the same search folder (shared storage):
+    workers write the trials' checkpoints, the chief reads them.
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        if not os.environ.get(name):
+            raise ValueError(
+                f"KERASTUNER_ORACLE_IP={os.environ['KERASTUNER_ORACLE_IP']!r} asks for a distributed search, "
+                f"which also needs {name} (received {os.environ.get(name)!r})."
+            )
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 def make_tuner(hypermodel, tuner="random", max_trials=10, directory="runs/tune", project_name=None,

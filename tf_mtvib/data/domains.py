@@ -19,7 +19,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_mtvib.data.idx import load_mnist_like
+from tf_mtvib.data import idx
 
 DOMAINS = ("mnist", "rotated", "inverted", "digits")
 DEFAULT_DOMAINS = ("mnist", "rotated", "digits")
@@ -38,6 +38,8 @@ class DomainData:
     task_test: np.ndarray
     y_test: np.ndarray
     num_classes: int = NUM_CLASSES
+    # {source data set: idx.Source.record()}: folder, origin and SHA-256 of the files read.
+    sources: dict = None
 
     @property
     def input_shape(self):
@@ -52,6 +54,15 @@ class DomainData:
         if split == "train":
             return {"images": self.x_train, "task": self.task_train}
         return {"images": self.x_test, "task": self.task_test}
+
+
+def _sklearn_digits_source():
+    import importlib.resources
+
+    ref = importlib.resources.files("sklearn.datasets.data").joinpath("digits.csv.gz")
+    with importlib.resources.as_file(ref) as path:
+        return idx.Source(os.path.dirname(os.path.abspath(path)), "scikit-learn package",
+                          {"digits.csv.gz": idx.file_sha256(path)})
 
 
 def _sklearn_digits():
@@ -87,7 +98,8 @@ def load_domains(domains=DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=
         train_fraction: share of each task's examples used for training.
         examples_per_task: examples drawn for each MNIST-derived task (the
             'digits' task has its 1,797). Default value: `1800`.
-        data_dir: where the MNIST IDX files are (see `load_mnist_like`).
+        data_dir: where the MNIST IDX files are, the only place looked at
+            when given (see `idx.find_source`).
         seed: fixes the draws and the splits.
 
     Returns:
@@ -101,8 +113,13 @@ def load_domains(domains=DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=
         raise ValueError(f"`train_fraction` must be in (0, 1), received train_fraction={train_fraction!r}.")
     rng = np.random.default_rng(seed)
     mnist_domains = [d for d in domains if d != "digits"]
+    sources = {}
+    if "digits" in domains:
+        sources["sklearn_digits"] = _sklearn_digits_source().record()
     if mnist_domains:
-        images, labels = load_mnist_like("mnist", data_dir)["train"]
+        source = idx.find_source("mnist", data_dir)
+        sources["mnist"] = source.record()
+        images, labels = idx.read_source("mnist", source)["train"]
         if examples_per_task * len(mnist_domains) > len(images):
             raise ValueError(f"`examples_per_task`={examples_per_task} is too large for {len(mnist_domains)} MNIST domains.")
         order = rng.permutation(len(images))
@@ -121,10 +138,10 @@ def load_domains(domains=DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=
                 x = 255 - x
         x = (x.astype(np.float32) / 255.0)[..., None]
         train, test = _stratified_split(y, train_fraction, rng)
-        for split, idx in (("train", train), ("test", test)):
-            parts[split].append((x[idx], np.full(len(idx), t, np.int32), y[idx]))
+        for split, rows in (("train", train), ("test", test)):
+            parts[split].append((x[rows], np.full(len(rows), t, np.int32), y[rows]))
     joined = {s: [np.concatenate([p[i] for p in parts[s]]) for i in range(3)] for s in parts}
-    return DomainData(domains, *joined["train"], *joined["test"])
+    return DomainData(domains, *joined["train"], *joined["test"], sources=sources)
 
 
 def make_domain_dataset(data, split="train", batch_size_per_task=32, seed=0):
@@ -220,8 +237,8 @@ def load_image_folder_domains(root, domains=None, extractor="ResNet50", weights=
             features.append(network.predict(preprocess(batch), verbose=0))
         x, y = np.concatenate(features).astype(np.float32), np.asarray(labels, np.int64)
         train, test = _stratified_split(y, train_fraction, rng)
-        for split, idx in (("train", train), ("test", test)):
-            parts[split].append((x[idx], np.full(len(idx), t, np.int32), y[idx]))
+        for split, rows in (("train", train), ("test", test)):
+            parts[split].append((x[rows], np.full(len(rows), t, np.int32), y[rows]))
     joined = {s: [np.concatenate([p[i] for p in parts[s]]) for i in range(3)] for s in parts}
     return DomainData(domains, *joined["train"], *joined["test"], num_classes=len(classes))
 

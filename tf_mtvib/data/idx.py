@@ -1,5 +1,6 @@
 """Reading MNIST-format IDX files (gzip-compressed or raw) and finding them."""
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -97,15 +98,55 @@ def _find_file(folder, stem):
     return None
 
 
-def _candidate_folders(dataset, data_dir):
-    folders = []
-    for root, origin in ((data_dir, "data_dir"), (os.environ.get("TF_MTVIB_DATA"), "TF_MTVIB_DATA")):
-        if root:
-            folders += [(os.path.join(root, sub), origin) for sub in _SUBFOLDERS[dataset]]
-            folders.append((root, origin))
-    if dataset in DEBIAN_FOLDERS:
-        folders.append((DEBIAN_FOLDERS[dataset], "Debian package dataset-fashion-mnist"))
-    return folders
+def file_sha256(path):
+    """SHA-256 of a file's bytes as stored (compressed or not)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a data set was read from.
+
+    Attributes:
+        folder: the folder holding the files (or the Keras download folder).
+        origin: why that folder: 'data_dir', 'TF_MTVIB_DATA', a package, ...
+        sha256: `{file name: SHA-256 of the file as stored}`.
+        paths: `{file stem: full path}` of the files read.
+    """
+
+    folder: str
+    origin: str
+    sha256: dict
+    paths: dict = dataclasses.field(default_factory=dict, compare=False)
+    arrays: dict = dataclasses.field(default=None, compare=False, repr=False)
+
+    def record(self):
+        """The JSON-able summary written into a run's config.json / metrics.json."""
+        return {"folder": self.folder, "origin": self.origin, "sha256": dict(sorted(self.sha256.items()))}
+
+    def key(self):
+        """A short digest of all the source files, for cache file names."""
+        joined = "".join(f"{name}={digest};" for name, digest in sorted(self.sha256.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def _candidate_folders(dataset, root, origin):
+    return [(os.path.join(root, sub), origin) for sub in _SUBFOLDERS[dataset]] + [(root, origin)]
+
+
+def _folder_source(dataset, folder, origin):
+    """`(Source, None)` when `folder` holds all four files, else `(None, missing stems)`."""
+    stems = [s for pair in _SPLIT_FILES.values() for s in pair]
+    paths = {s: _find_file(folder, s) for s in stems}
+    missing = [s for s, p in paths.items() if p is None]
+    if missing:
+        return None, missing
+    digests = {os.path.basename(p): file_sha256(p) for p in paths.values()}
+    return Source(os.path.abspath(folder), origin, digests, paths), None
 
 
 def _load_from_keras(dataset):
@@ -113,43 +154,53 @@ def _load_from_keras(dataset):
 
     loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[dataset]
     (x_train, y_train), (x_test, y_test) = loader.load_data()
-    return {"train": (x_train, y_train), "test": (x_test, y_test)}
+    arrays = {"train": (x_train, y_train), "test": (x_test, y_test)}
+    # Keras keeps its downloads in its own layout; the digests are of the arrays' bytes.
+    digests = {
+        f"{split}-{part}": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+        for split, pair in arrays.items() for part, a in zip(("images", "labels"), pair)
+    }
+    folder = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+    return Source(folder, f"keras.datasets.{dataset}", digests, arrays=arrays)
 
 
-def load_mnist_like(dataset, data_dir=None, allow_download=True):
-    """Loads MNIST or Fashion-MNIST as uint8 images `(n, 28, 28)` and labels `(n,)`.
+def find_source(dataset, data_dir=None, allow_download=True):
+    """Finds the IDX files of MNIST or Fashion-MNIST and digests them.
 
-    Sources, in order: `data_dir`; the folder in `$TF_MTVIB_DATA`; (Fashion-MNIST)
-    Debian's /usr/share/datasets/fashion-mnist; `keras.datasets` when online.
-    In a folder, the files may sit directly or in a subfolder named after the
-    data set (`mnist/`, `fashion-mnist/`).
+    With `data_dir`, that folder (or its subfolder named after the data set:
+    `mnist/`, `fashion-mnist/`) is the only place looked at. Without it, in
+    order: the folder in `$TF_MTVIB_DATA`; (Fashion-MNIST) Debian's
+    /usr/share/datasets/fashion-mnist; `keras.datasets` when online.
 
     Returns:
-        `{"train": (images, labels), "test": (images, labels)}`.
+        A `Source`.
 
     Raises:
-        DataNotFoundError listing every place tried.
+        DataNotFoundError naming the missing files and every place tried.
     """
     if dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {DATASETS}, received dataset={dataset!r}.")
+    if data_dir is not None:
+        data_dir = os.fspath(data_dir)
+        candidates = _candidate_folders(dataset, data_dir, "data_dir")
+    else:
+        candidates = []
+        if os.environ.get("TF_MTVIB_DATA"):
+            candidates += _candidate_folders(dataset, os.environ["TF_MTVIB_DATA"], "TF_MTVIB_DATA")
+        if dataset in DEBIAN_FOLDERS:
+            candidates.append((DEBIAN_FOLDERS[dataset], "Debian package dataset-fashion-mnist"))
     tried = []
-    for folder, origin in _candidate_folders(dataset, data_dir):
-        stems = [s for pair in _SPLIT_FILES.values() for s in pair]
-        paths = {s: _find_file(folder, s) for s in stems}
-        if all(paths.values()):
-            result = {}
-            for split, (images_stem, labels_stem) in _SPLIT_FILES.items():
-                images = read_idx(paths[images_stem], dataset)
-                labels = read_idx(paths[labels_stem], dataset)
-                if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                    raise ValueError(
-                        f"{folder}: {split} images {images.shape} and labels "
-                        f"{labels.shape} do not match."
-                    )
-                result[split] = (images, labels)
-            return result
-        missing = [s for s, p in paths.items() if p is None]
+    for folder, origin in candidates:
+        source, missing = _folder_source(dataset, folder, origin)
+        if source is not None:
+            return source
         tried.append(f"{folder} ({origin}): missing {', '.join(missing)}")
+    if data_dir is not None:
+        raise DataNotFoundError(
+            f"data_dir={data_dir!r} does not hold the {dataset} IDX files (plain or .gz). A given folder is the "
+            "only source tried; TF_MTVIB_DATA and downloads apply only when none is given. Tried:\n  "
+            + "\n  ".join(tried)
+        )
     if allow_download:
         try:
             return _load_from_keras(dataset)
@@ -159,3 +210,38 @@ def load_mnist_like(dataset, data_dir=None, allow_download=True):
         f"Could not find the {dataset} IDX files. Pass --data-dir / data_dir= or set "
         "TF_MTVIB_DATA to a folder holding them. Tried:\n  " + "\n  ".join(tried)
     )
+
+
+def read_source(dataset, source):
+    """Reads a `Source` found by `find_source`: `{"train": (images, labels), "test": (...)}`.
+
+    Raises:
+        ValueError naming the file when one is corrupt.
+    """
+    if source.arrays is not None:
+        return source.arrays
+    result = {}
+    for split, (images_stem, labels_stem) in _SPLIT_FILES.items():
+        images = read_idx(source.paths[images_stem], dataset)
+        labels = read_idx(source.paths[labels_stem], dataset)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{source.paths[images_stem]} {images.shape} and {source.paths[labels_stem]} "
+                f"{labels.shape} do not match."
+            )
+        result[split] = (images, labels)
+    return result
+
+
+def load_mnist_like(dataset, data_dir=None, allow_download=True):
+    """Loads MNIST or Fashion-MNIST as uint8 images `(n, 28, 28)` and labels `(n,)`
+    from the place `find_source` picks (only `data_dir` when it is given).
+
+    Returns:
+        `{"train": (images, labels), "test": (images, labels)}`.
+
+    Raises:
+        DataNotFoundError listing every place tried; ValueError naming a
+        corrupt file.
+    """
+    return read_source(dataset, find_source(dataset, data_dir, allow_download))

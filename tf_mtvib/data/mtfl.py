@@ -57,6 +57,15 @@ def parse_annotation_line(line, source="<line>"):
     return path, landmarks, attributes
 
 
+def listing_source(root):
+    """The `idx.Source` of an MTFL folder: the SHA-256 of its two listing files
+    (the ~13,000 images are not hashed; the listings name them)."""
+    from tf_mtvib.data.idx import Source, file_sha256
+
+    digests = {name: file_sha256(os.path.join(root, name)) for name in _SPLIT_FILES.values()}
+    return Source(os.path.abspath(root), "data_dir", digests)
+
+
 def _read_listing(root, filename):
     listing = os.path.join(root, filename)
     if not os.path.isfile(listing):

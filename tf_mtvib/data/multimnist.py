@@ -81,34 +81,51 @@ def load_multi(name, data_dir=None, cache_dir=None, num_train=None, num_test=Non
 
     Args:
         name: 'multimnist' or 'multifashion'.
-        data_dir: folder with the source IDX files (see `idx.load_mnist_like`).
+        data_dir: folder with the source IDX files, the only place looked at
+            when given (see `idx.find_source`).
         cache_dir: where the generated .npz is kept. Default value:
             `default_cache_dir()`.
         num_train, num_test: sizes. Default value: 120,000 and 10,000.
         seed: generation seed, recorded in the cache file.
 
+    The cache file's name holds a digest of the recipe and of the SHA-256 of
+    every source file, so data generated from other files is never reused.
+
     Returns:
-        `{"train": (x uint8 (n, 36, 36), y int64 (n, 2)), "test": (...)}`.
+        `(splits, source)`: `{"train": (x uint8 (n, 36, 36), y int64 (n, 2)), "test": (...)}`
+        and the `idx.Source` the images came from.
     """
     if name not in SOURCES:
         raise ValueError(f"`name` must be one of {tuple(SOURCES)}, received name={name!r}.")
     sizes = {"train": num_train or DEFAULT_SIZES["train"], "test": num_test or DEFAULT_SIZES["test"]}
-    recipe = {"name": name, "seed": seed, "canvas": CANVAS, "max_shift": MAX_SHIFT, **sizes, "version": 1}
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    source = idx.find_source(SOURCES[name], data_dir, allow_download=allow_download)
+    recipe = {"name": name, "seed": seed, "canvas": CANVAS, "max_shift": MAX_SHIFT, **sizes, "version": 1,
+              "source_sha256": source.record()["sha256"]}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir or default_cache_dir(), f"{name}-{key}.npz")
     if os.path.exists(path):
         cached = _read_cache(path)
         if cached is not None:
-            return cached
-    source = idx.load_mnist_like(SOURCES[name], data_dir, allow_download=allow_download)
-    result = {}
-    for offset, split in enumerate(("train", "test")):
-        images, labels = source[split]
-        result[split] = overlay_pairs(images, labels, sizes[split], seed=seed * 2 + offset)
+            return cached, source
+    result = generate(idx.read_source(SOURCES[name], source), sizes, seed)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, recipe=json.dumps(recipe), **{f"{p}_{s}": result[s][i] for s in result for i, p in enumerate("xy")})
-    return result
+    return result, source
+
+
+def generate(source_splits, sizes, seed):
+    """The composites of each split from the source images: the train split
+    with seed `2 * seed`, the test split with `2 * seed + 1`.
+
+    Args:
+        source_splits: `{"train": (images, labels), "test": (...)}` of MNIST-like data.
+        sizes: `{"train": n, "test": n}`.
+    """
+    return {
+        split: overlay_pairs(*source_splits[split], sizes[split], seed=seed * 2 + offset)
+        for offset, split in enumerate(("train", "test"))
+    }
 
 
 def _read_cache(path):
@@ -131,6 +148,13 @@ def load_sample():
     ref = importlib.resources.files("tf_mtvib.data").joinpath(SAMPLE_FILE)
     with importlib.resources.as_file(ref) as path, np.load(path) as sample:
         return {s: (sample[f"x_{s}"], sample[f"y_{s}"]) for s in ("train", "test")}
+
+
+def sample_source():
+    """The `idx.Source` of the embedded sample (the .npz inside the package)."""
+    ref = importlib.resources.files("tf_mtvib.data").joinpath(SAMPLE_FILE)
+    with importlib.resources.as_file(ref) as path:
+        return idx.Source(os.path.dirname(os.path.abspath(path)), "tf_mtvib package", {SAMPLE_FILE: idx.file_sha256(path)})
 
 
 def write_sample(path, data_dir=None, num_train=5000, num_test=1000, seed=2024):

@@ -21,6 +21,8 @@ class TaskData:
     y_train: dict
     x_test: np.ndarray
     y_test: dict
+    # {source data set: idx.Source.record()}: folder, origin and SHA-256 of the files read.
+    sources: dict = None
 
     @property
     def input_shape(self):
@@ -53,15 +55,18 @@ def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test
         if data_dir is None:
             raise ValueError("The MTFL data set needs `data_dir`, the folder holding training.txt.")
         raw = mtfl.load_mtfl(data_dir, num_train=num_train, num_test=num_test, seed=seed)
+        sources = {"mtfl": mtfl.listing_source(data_dir)}
         tasks = mtfl.mtfl_tasks()
         splits = {s: (to_float_images(raw[s][0]), raw[s][1]) for s in raw}
     else:
         if name == "sample":
             raw = multimnist.load_sample()
+            sources = {"sample": multimnist.sample_source()}
             if num_train or num_test:
                 raw = {"train": tuple(a[:num_train] for a in raw["train"]), "test": tuple(a[:num_test] for a in raw["test"])}
         else:
-            raw = multimnist.load_multi(name, data_dir, cache_dir, num_train, num_test, seed, allow_download)
+            raw, found = multimnist.load_multi(name, data_dir, cache_dir, num_train, num_test, seed, allow_download)
+            sources = {multimnist.SOURCES[name]: found}
         tasks = multi_digit_tasks(multimnist.TASK_NAMES)
         splits = {
             s: (to_float_images(x), {t.name: y[:, i].astype(np.int64) for i, t in enumerate(tasks)})
@@ -70,7 +75,8 @@ def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test
     for split, (x, y) in splits.items():
         validation.check_images(x, x.shape[1:], name=f"{name} {split} images")
         validation.check_labels(y, tasks, x.shape[0])
-    return TaskData(name, tasks, splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1])
+    return TaskData(name, tasks, splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1],
+                    {k: v.record() for k, v in sources.items()})
 
 
 def make_dataset(x, y, batch_size, shuffle=False, seed=None, drop_remainder=False):

@@ -2,6 +2,7 @@
 
 import math
 import os
+import time
 import zipfile
 
 import keras
@@ -10,26 +11,42 @@ from tf_mtvib.data import atomic
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model (weights and optimizer state) after every epoch,
-    atomically, so that an interrupted run continues where it stopped.
+    """Saves the whole model (weights and optimizer state) at the end of
+    epochs, atomically, so that an interrupted run continues where it stopped.
 
     The folder holds `model.keras` and `state.json` (`{"epoch": completed
     epochs, "history": {...}}`); `EpochCheckpoint.restore(folder)` returns the
     compiled model and the state, or `(None, None)` when there is none.
+
+    Args:
+        folder: where the checkpoint goes.
+        history: logs of the epochs before this `fit` (from a restored state).
+        min_interval: seconds that must pass since the last save before an
+            epoch is saved again; the last epoch of `fit` is always saved.
+            Default value: `0.0`, every epoch. For many short epochs
+            (saving a model takes ~0.2 s on a CPU) a few seconds bound the cost.
     """
 
-    def __init__(self, folder, history=None):
+    def __init__(self, folder, history=None, min_interval=0.0):
         super().__init__()
+        if not min_interval >= 0:
+            raise ValueError(f"`min_interval` must be >= 0 seconds, received min_interval={min_interval!r}.")
         self.folder = folder
         self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.min_interval = min_interval
+        self.last_save = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        last_epoch = epoch + 1 == self.params.get("epochs")
+        if not last_epoch and time.monotonic() - self.last_save < self.min_interval:
+            return
         os.makedirs(self.folder, exist_ok=True)
         with atomic.atomic_path(os.path.join(self.folder, "model.keras"), suffix=".keras") as tmp:
             self.model.save(tmp)
         atomic.write_json(os.path.join(self.folder, "state.json"), {"epoch": epoch + 1, "history": self.history})
+        self.last_save = time.monotonic()
 
     @staticmethod
     def restore(folder, remedy="delete the folder to start again"):
