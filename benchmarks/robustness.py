@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 import tf_mtvib  # noqa: E402,F401
 from paper_tables import ETAS, TABLES  # noqa: E402
+from speed import ATTACK_BATCH, FGSM_THROUGHPUT, PGD_THROUGHPUT  # noqa: E402
 from tf_mtvib import attacks  # noqa: E402
 from tf_mtvib.data import atomic  # noqa: E402
 from tf_mtvib.data.pipeline import load_task_data  # noqa: E402
@@ -77,12 +78,12 @@ def evaluate_model(model, x, y):
     return {"rows": rows, "vulnerability": measure, "pixel_std": std}
 
 
-def throughput(model, x, y, batch=500):
+def throughput(model, x, y, batch=ATTACK_BATCH):
     x, y = x[:batch], {k: v[:batch] for k, v in y.items()}
     result = {}
     for name, call in (
-        ("fgsm", lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, clip_min=0.0, clip_max=1.0)),
-        ("pgd10", lambda: attacks.projected_gradient_descent(model, x, y, eps=0.1, eps_iter=0.025, nb_iter=10, clip_min=0.0, clip_max=1.0, seed=0)),
+        ("fgsm", lambda: attacks.fast_gradient_method(model, x, y, **FGSM_THROUGHPUT)),
+        ("pgd10", lambda: attacks.projected_gradient_descent(model, x, y, seed=0, **PGD_THROUGHPUT)),
     ):
         call().numpy()  # trace
         start = time.perf_counter()

@@ -18,6 +18,11 @@ import subprocess
 import sys
 import time
 
+# The L-inf attacks whose throughput robustness.py and peer/compare.py time.
+ATTACK_BATCH = 500
+FGSM_THROUGHPUT = {"eps": 0.1, "clip_min": 0.0, "clip_max": 1.0}
+PGD_THROUGHPUT = {**FGSM_THROUGHPUT, "eps_iter": 0.025, "nb_iter": 10}
+
 CONFIGS = {
     "default (oneDNN on, graph)": {"onednn": "1", "jit_compile": False, "steps_per_execution": 1},
     "oneDNN off": {"onednn": "0", "jit_compile": False, "steps_per_execution": 1},
@@ -42,21 +47,52 @@ def training_flops_per_image(model):
     return 3 * forward
 
 
-def matmul_ceiling(size=2048, repeats=5):
-    import tensorflow as tf
+def cpu_info():
+    """The CPU as lscpu names it, its logical CPU count, and the matmul-relevant ISA flags.
 
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    product = tf.function(lambda: tf.matmul(a, b))
-    product().numpy()
+    `bfloat16` is true where the CPU has bfloat16 dot products (AVX512_BF16 or AMX).
+    """
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    return {
+        "model": fields.get("Model name", platform.processor() or platform.machine()).strip(),
+        "cpus": os.cpu_count(),
+        "isa": isa,
+        "bfloat16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
+def peak_gflops(run, flops_per_run, repeats=5):
+    """Best rate of `repeats` timed calls of `run()`, which must block until its
+    `flops_per_run` FLOPs are done."""
+    run()
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
+        run()
+        best = max(best, flops_per_run / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def matmul_ceiling(size=2048, repeats=5, dtype="float32"):
+    """TensorFlow's best `size` x `size` matmul rate in GFLOP/s (5 products per timing)."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.normal((size, size)), dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
+    product = tf.function(lambda: tf.matmul(a, b))
+
+    def five_products():
         for _ in range(5):
             result = product()
         result.numpy()
-        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return best
+
+    return peak_gflops(five_products, 5 * 2 * size**3, repeats)
 
 
 def child(config):
@@ -117,7 +153,7 @@ def main():
         )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": f"{platform.machine()} {os.cpu_count()} CPUs", "results": results}, f, indent=2)
+        json.dump({"machine": cpu_info(), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":
