@@ -41,6 +41,7 @@ def test_attacks_stay_in_range_and_ball_leave_input_unchanged_and_eps0_is_identi
     np.testing.assert_array_equal(ATTACK_CALLS[name](model, x, y, 0.0, np.inf).numpy(), x)
 
 
+@pytest.mark.slow
 def test_accuracy_falls_with_eps_pgd_beats_fgsm_and_large_eps_reaches_chance(trained):
     model, x, y = trained
     fgsm = [attacks.adversarial_accuracy(model, x, y, "fgsm", eps)["joint"] for eps in (0.0, 0.05, 0.1, 0.2)]
@@ -130,6 +131,7 @@ def test_bad_arguments_are_named(trained):
             call()
 
 
+@pytest.mark.slow
 def test_vulnerability_is_the_mean_per_example_norm_of_the_mean_task_gradient(trained, tmp_path):
     """MTRobust Eq. 5: by default lambda_c = 1/M, so the measured gradient is
     (1/M) sum_c grad L_c; explicit weights still give any other sum."""

@@ -8,6 +8,7 @@ from tf_mtvib import cli
 SMALL = ["--num-train", "100", "--num-test", "50", "--batch-size", "50", "--latent-dim", "16", "--verbose", "0"]
 
 
+@pytest.mark.slow
 def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", "--epochs", "1", "--out", str(run), "--lr", "1e-3", *SMALL]) == 0
@@ -53,6 +54,7 @@ def test_train_writes_run_folder_evaluate_reads_it_and_resume_continues(tmp_path
         cli.main(["train", "--out", str(run), *SMALL])
 
 
+@pytest.mark.slow
 def test_changed_settings_do_not_resume_silently(tmp_path):
     run = tmp_path / "run"
     assert cli.main(["train", "--epochs", "1", "--model", "gs", "--out", str(run), *SMALL]) == 0
@@ -86,6 +88,7 @@ def test_bad_arguments_are_named(argv, message):
         cli.main(argv)
 
 
+@pytest.mark.slow
 def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
     run = tmp_path / "adv"
     args = ["train", "--epochs", "1", "--out", str(run), "--adversarial", "pgd", "--adv-steps", "2", "--adv-tasks", "top_left", *SMALL]

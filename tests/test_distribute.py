@@ -74,6 +74,7 @@ def test_mirrored_on_two_cpus_follows_the_default_strategy_loss_curve(sample_dat
     assert np.mean(np.isclose(under_strategy.numpy(), plain.numpy(), atol=1e-6)) > 0.99
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_logits_losses_and_weights_in_float32(sample_data):
     try:
         assert distribute.set_mixed_precision(True) == "mixed_float16"

@@ -69,6 +69,7 @@ def test_fresh_process_without_tf_mtvib_serves_the_keras_predictions(exported, t
     np.testing.assert_allclose(served["encode/latent_scale"], scale.numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures_and_runs_serving_default(exported, tmp_path):
     _, x, _, path = exported
     cli = pathlib.Path(sys.executable).with_name("saved_model_cli")

@@ -4,7 +4,17 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_mtvib.layers import FixedWeighting, FusedBatchNormalization, GaussianBottleneck, UncertaintyWeighting
+from tf_mtvib.layers import (
+    AmortizedClassifier,
+    BayesianDense,
+    FixedWeighting,
+    FusedBatchNormalization,
+    GaussianBottleneck,
+    GumbelSoftmaxMixturePrior,
+    LearnedWeightsMixturePrior,
+    MeanMixturePrior,
+    UncertaintyWeighting,
+)
 
 tfd = tfp.distributions
 
@@ -59,18 +69,6 @@ def test_samples_follow_posterior_and_inference_is_the_mean():
     assert np.all(sigma > 0)
 
 
-def test_same_seed_repeats_noise_and_other_seed_differs():
-    x = np.ones((2, 6), "float32")
-    draws = []
-    for seed in (7, 7, 8):
-        layer = GaussianBottleneck(4, seed=seed)
-        layer.build((None, 6))
-        layer.set_weights([np.full(w.shape, 0.1, "float32") for w in layer.get_weights()])
-        draws.append(layer(x, training=True).numpy())
-    np.testing.assert_array_equal(draws[0], draws[1])
-    assert not np.allclose(draws[0], draws[2])
-
-
 def test_gradients_reach_loc_and_scale_through_task_loss_and_kl():
     x = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
     layer = _bottleneck(beta=1.0)
@@ -84,10 +82,7 @@ def test_gradients_reach_loc_and_scale_through_task_loss_and_kl():
             assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0
 
 
-def test_bottleneck_config_round_trip_and_errors():
-    layer = GaussianBottleneck(8, beta=0.5, num_samples=12, seed=4, name="b")
-    clone = GaussianBottleneck.from_config(layer.get_config())
-    assert (clone.latent_dim, clone.beta, clone.num_samples, clone.seed, clone.name) == (8, 0.5, 12, 4, "b")
+def test_bottleneck_errors():
     with pytest.raises(ValueError, match="latent_dim"):
         GaussianBottleneck(0)
     with pytest.raises(ValueError, match="beta"):
@@ -130,8 +125,6 @@ def test_uncertainty_weighting_gradient_and_bound():
 def test_fixed_weighting_and_errors():
     np.testing.assert_allclose(float(FixedWeighting([0.2, 0.8])(np.array([1.0, 2.0], "float32"))), 1.8, rtol=1e-6)
     np.testing.assert_allclose(float(FixedWeighting(num_tasks=3)(np.array([1.0, 2.0, 3.0], "float32"))), 6.0, rtol=1e-6)
-    clone = FixedWeighting.from_config(FixedWeighting([0.3, 0.7]).get_config())
-    assert clone.task_weights == [0.3, 0.7]
     with pytest.raises(ValueError, match="weights"):
         FixedWeighting([-1.0, 1.0])
     with pytest.raises(ValueError, match="task_kinds"):
@@ -155,5 +148,128 @@ def test_fused_batch_normalization_matches_keras():
     expected = 0.5 + 0.5 * np.var(x, axis=(0, 1, 2)) * n / (n - 1)
     np.testing.assert_allclose(fused.moving_variance.numpy(), expected, rtol=1e-4)
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-2, atol=1e-2)
-    clone = FusedBatchNormalization.from_config(fused.get_config())
-    assert clone.momentum == 0.5
+
+
+# One harness over every public layer (in the manner of keras' LayerTest and
+# keras-hub's TestCase). Each case: constructor kwargs, the input shape without
+# the batch axis (None: the layer is called without inputs), the output shapes
+# without the batch axis, whether outputs carry a batch axis, the losses one
+# training call adds, whether training outputs draw noise (`seeded`) and the
+# seed generators the layer owns (the ablation priors inherit the Gumbel
+# prior's generator though they draw nothing).
+LAYER_CASES = {
+    "GaussianBottleneck": dict(cls=GaussianBottleneck, kwargs=dict(latent_dim=3, beta=0.1, seed=5),
+                               input_shape=(4,), output_shapes=[(3,)], losses=1, seeded=True, seed_generators=1),
+    "BayesianDense": dict(cls=BayesianDense, kwargs=dict(units=3, kl_weight=0.1, seed=5),
+                          input_shape=(4,), output_shapes=[(3,)], losses=1, seeded=True, seed_generators=1),
+    "AmortizedClassifier": dict(cls=AmortizedClassifier, kwargs=dict(hidden_units=5),
+                                input_shape=(4,), output_shapes=[(4,), (4,)], losses=0, seeded=False),
+    "FusedBatchNormalization": dict(cls=FusedBatchNormalization, kwargs=dict(momentum=0.5),
+                                    input_shape=(3, 3, 2), output_shapes=[(3, 3, 2)], losses=0, seeded=False),
+    # Weighting layers take the K task losses: a list of scalars or a (..., K) tensor; output a scalar.
+    "UncertaintyWeighting": dict(cls=UncertaintyWeighting, kwargs=dict(task_kinds=["classification", "regression"]),
+                                 input_shape=(2,), output_shapes=[()], batched=False, losses=0, seeded=False,
+                                 as_list=True),
+    "FixedWeighting": dict(cls=FixedWeighting, kwargs=dict(weights=[0.3, 0.7]),
+                           input_shape=(2,), output_shapes=[()], batched=False, losses=0, seeded=False,
+                           as_list=True),
+    # Mixture priors ignore their inputs and return (T, T-1) weights.
+    "GumbelSoftmaxMixturePrior": dict(cls=GumbelSoftmaxMixturePrior, kwargs=dict(num_tasks=3, temperature=0.5, seed=5),
+                                      input_shape=None, output_shapes=[(3, 2)], batched=False, losses=0, seeded=True,
+                                      seed_generators=1),
+    "LearnedWeightsMixturePrior": dict(cls=LearnedWeightsMixturePrior, kwargs=dict(num_tasks=3, seed=5),
+                                       input_shape=None, output_shapes=[(3, 2)], batched=False, losses=0,
+                                       seeded=False, seed_generators=1),
+    "MeanMixturePrior": dict(cls=MeanMixturePrior, kwargs=dict(num_tasks=3, seed=5),
+                             input_shape=None, output_shapes=[(3, 2)], batched=False, losses=0, seeded=False,
+                             seed_generators=1),
+}
+BATCH = 2
+
+
+def _eager_inputs(case):
+    if case["input_shape"] is None:
+        return None
+    if case.get("as_list"):
+        return [tf.constant(v) for v in np.array([1.5, 0.5], "float32")]
+    return np.random.default_rng(0).normal(size=(BATCH,) + case["input_shape"]).astype("float32")
+
+
+def _model_inputs(case):
+    """The data a one-layer functional model (keras.Input of the case's shape) is fed."""
+    shape = case["input_shape"] or (1,)
+    return np.random.default_rng(0).normal(size=(BATCH,) + shape).astype("float32")
+
+
+def _expected_shapes(case, batched):
+    return [((BATCH,) if batched else ()) + s for s in case["output_shapes"]]
+
+
+def _check_outputs(outputs, shapes):
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    assert [tuple(o.shape) for o in outputs] == shapes
+    assert all(keras.backend.standardize_dtype(o.dtype) == "float32" for o in outputs)
+    return [keras.ops.convert_to_numpy(o) for o in outputs]
+
+
+def _one_layer_model(case, layer):
+    inputs = keras.Input(shape=case["input_shape"] or (1,))
+    return keras.Model(inputs, layer(inputs))
+
+
+def _built(case, **overrides):
+    layer = case["cls"](**{**case["kwargs"], **overrides})
+    layer.build(None if case["input_shape"] is None else (None,) + case["input_shape"])
+    return layer
+
+
+def _seed_generator_count(layer):
+    return sum("seed_generator" in v.path for v in layer.variables)
+
+
+@pytest.mark.parametrize("name", list(LAYER_CASES))
+def test_layer_harness(name, tmp_path):
+    case = LAYER_CASES[name]
+    eager_shapes = _expected_shapes(case, case.get("batched", True) and not case.get("as_list"))
+    layer = _built(case)
+    assert layer.built
+    assert _seed_generator_count(layer) == case.get("seed_generators", 0)
+
+    # Eager calls in both training modes; the losses of one training call.
+    x = _eager_inputs(case)
+    _check_outputs(layer(x, training=False), eager_shapes)
+    _check_outputs(layer(x, training=True), eager_shapes)
+    assert len(layer.losses) == case["losses"]
+
+    # Symbolic call on a keras.Input (batch axis None).
+    if case["input_shape"] is not None:
+        symbolic = layer(keras.Input(shape=case["input_shape"]))
+        symbolic = symbolic if isinstance(symbolic, (list, tuple)) else [symbolic]
+        batch = (None,) if case.get("batched", True) else ()
+        assert [tuple(s.shape) for s in symbolic] == [batch + s for s in case["output_shapes"]]
+
+    # get_config / from_config round trip.
+    config = layer.get_config()
+    assert case["cls"].from_config(config).get_config() == config
+
+    # Same seed (or no seed) and weights: the same training-mode output; another seed, other noise.
+    repeats = []
+    for seed in (None, None, 6):
+        twin = _built(case) if seed is None or not case["seeded"] else _built(case, seed=seed)
+        twin.set_weights(layer.get_weights())
+        repeats.append(_check_outputs(twin(x, training=True), eager_shapes))
+    for a, b in zip(repeats[0], repeats[1]):
+        np.testing.assert_array_equal(a, b)
+    if case["seeded"]:
+        assert not np.allclose(repeats[0][0], repeats[2][0])
+
+    # Save / load inside a tiny keras.Model: the same inference output.
+    model = _one_layer_model(case, case["cls"](**case["kwargs"]))
+    data = _model_inputs(case)
+    batched = case.get("batched", True)
+    before = _check_outputs(model(data, training=False), _expected_shapes(case, batched))
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    after = _check_outputs(keras.models.load_model(path)(data, training=False), _expected_shapes(case, batched))
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

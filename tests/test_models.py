@@ -58,6 +58,7 @@ def test_architectures_match_tables_i_and_ii(input_shape, flatten, kernel, strid
     assert isinstance(models["gs"].weighting, tm.FixedWeighting)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", tm.SYSTEMS)
 def test_save_load_and_config_round_trip_keep_predictions(system, tmp_path, sample_data):
     model = tm.build_model(system, TASKS, task_weights=[0.3, 0.7] if system == "gs" else None, seed=1)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_mtvib import cli, tuning
 
 
+@pytest.mark.slow
 def test_three_trial_mtvib_search_resumes_and_exports_the_best_model(tmp_path, capsys):
     out = tmp_path / "search"
     argv = ["tune", "--max-trials", "3", "--epochs", "1", "--num-train", "300", "--num-test", "100",
@@ -44,6 +45,7 @@ def test_three_trial_mtvib_search_resumes_and_exports_the_best_model(tmp_path, c
     assert len(list((out / "search").glob("trial_*"))) == 3
 
 
+@pytest.mark.slow
 def test_gs_grid_search_visits_every_fixed_weight_pair_with_a_robust_objective(sample_data, tmp_path):
     x, y = sample_data.x_train[:200], {k: v[:200] for k, v in sample_data.y_train.items()}
     xv, yv = sample_data.x_test[:100], {k: v[:100] for k, v in sample_data.y_test.items()}

@@ -156,6 +156,7 @@ def test_a_tasks_kl_leaves_the_other_tasks_posteriors_alone():
     assert sum(norms[-len(mixing):]) > 0  # and the mixing weights
 
 
+@pytest.mark.slow
 def test_the_kl_weight_anneals_with_the_optimizer_step_and_mixed_precision_scales_the_loss():
     model, x, y = _tiny_vmtl(prior="gumbel", kl_anneal_rate=0.05, kl_weight=0.5, seed=0)
     model.compile(keras.optimizers.Adam(1e-3))
@@ -278,6 +279,7 @@ def test_domains_follow_the_limited_data_protocol_and_batches_mix_every_task(dat
         load_domains(train_fraction=1.5, data_dir=data_dir)
 
 
+@pytest.mark.slow
 def test_bmtl_and_vmtl_ac_beat_chance_on_real_domains(data_dir):
     from tf_mtvib.data.domains import load_domains, make_domain_dataset
     from tf_mtvib.training import TemperatureAnnealing
