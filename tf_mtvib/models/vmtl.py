@@ -10,19 +10,18 @@ own task. `tf_mtvib.data.domains.make_domain_dataset` builds such batches.
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 from keras import ops
 
 from tf_mtvib.data import validation
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
+from tf_mtvib.layers.gaussian import kl_to_standard_normal, reparameterized_sample
 from tf_mtvib.layers.priors import MIXTURE_KLS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
 from tf_mtvib.models.mtvib import _replica_scale
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
 CLASSIFIERS = ("bayesian", "amortized")
-tfd = tfp.distributions
 
 VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 
@@ -478,10 +477,10 @@ class VMTL(_MultiDomainModel):
         loc, scale = self._own(locs, onehot), self._own(scales, onehot)
         z = loc
         if training:
-            z = loc + scale * keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            z = reparameterized_sample(loc, scale, self.seed_generator)
         mean, variance = self._logit_moments(z, onehot, self.code_means)
         if training:
-            return mean + ops.sqrt(variance) * keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            return reparameterized_sample(mean, ops.sqrt(variance), self.seed_generator)
         return mean
 
     # --- objective -------------------------------------------------------
@@ -524,20 +523,16 @@ class VMTL(_MultiDomainModel):
             self.class_seen.assign(ops.maximum(self.class_seen, seen_now))
 
         # Likelihood: L code samples, M weight (pre-activation) samples each.
-        z = loc[None] + scale[None] * keras.random.normal(
-            (self.z_samples,) + tuple(ops.shape(loc)), seed=self.seed_generator
-        )
+        z = reparameterized_sample(loc, scale, self.seed_generator, (self.z_samples,))
         mean, variance = self._logit_moments(z, onehot, code_means)  # (L, B, C)
-        logits = mean[None] + ops.sqrt(variance)[None] * keras.random.normal(
-            (self.w_samples,) + tuple(ops.shape(mean)), seed=self.seed_generator
-        )
+        logits = reparameterized_sample(mean, ops.sqrt(variance), self.seed_generator, (self.w_samples,))
         targets = ops.broadcast_to(labels, ops.shape(logits)[:-1])
         nll = ops.mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True), axis=(0, 1))
 
         w_loc, w_scale = self._w_posterior_params(code_means)
         if self.prior == "normal":
-            kl_z = _kl_to_standard_normal(loc, scale)
-            kl_w = _kl_to_standard_normal(w_loc, w_scale)
+            kl_z = kl_to_standard_normal(loc, scale)
+            kl_w = kl_to_standard_normal(w_loc, w_scale)
         else:
             others = other_tasks(self.num_tasks)  # (T, T-1)
             # q_i(z | m_i^y) for every task i and class y: (T, C, D).
@@ -598,12 +593,6 @@ class VMTL(_MultiDomainModel):
             "w_max_scale": self.w_max_scale,
             "seed": self.seed,
         }
-
-
-def _kl_to_standard_normal(loc, scale):
-    """`KL(N(loc, scale^2) || N(0, I))` summed over the last axis (closed form)."""
-    posterior = tfd.Independent(tfd.Normal(loc, scale), 1)
-    return tfd.kl_divergence(posterior, tfd.Independent(tfd.Normal(ops.zeros_like(loc), ops.ones_like(scale)), 1))
 
 
 def domain_extractor(input_shape, name="extractor"):
