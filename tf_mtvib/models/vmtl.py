@@ -462,8 +462,9 @@ class VMTL(_MultiDomainModel):
     def _w_posterior_params(self, code_means):
         """Every task's q(w_t) flattened: loc and scale `(T, P)`."""
         if self.classifier == "bayesian":
-            loc = ops.stack([ops.reshape(layer.kernel_loc, (-1,)) for layer in self.w_posteriors], 0)
-            scale = ops.stack([ops.reshape(layer.kernel_scale, (-1,)) for layer in self.w_posteriors], 0)
+            params = [layer.posterior_params() for layer in self.w_posteriors]
+            loc = ops.stack([ops.reshape(p[0], (-1,)) for p in params], 0)
+            scale = ops.stack([ops.reshape(p[1], (-1,)) for p in params], 0)
             return ops.cast(loc, "float32"), ops.cast(scale, "float32")
         loc, scale = self._amortized_params(code_means)
         return ops.reshape(loc, (self.num_tasks, -1)), ops.reshape(scale, (self.num_tasks, -1))
