@@ -146,8 +146,29 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             }
 
     # --- structure -------------------------------------------------------
+    # One output per task head, not one task-indexed output (VMTL's family):
+    # export and evaluation read this instead of checking classes.
+    task_indexed = False
+
     def _branch(self, mapping, task_name):
         return mapping.get(task_name) if isinstance(mapping, dict) else mapping
+
+    @property
+    def shared_bottleneck(self):
+        """Whether every task reads the same q(z|x) (one bottleneck, or none)."""
+        return not isinstance(self.bottleneck, dict)
+
+    def posterior(self, inputs, task_name=None, training=None):
+        """`(mu, sigma)` of q(z|x) for a task's bottleneck, each `(batch, latent_dim)`.
+
+        `task_name` defaults to the first task. Raises for a model without a
+        bottleneck.
+        """
+        task_name = task_name or self.task_names[0]
+        bottleneck = self._branch(self.bottleneck, task_name)
+        if bottleneck is None:
+            raise ValueError(f"{self.name} has no bottleneck: it defines no posterior q(z|x).")
+        return bottleneck.posterior_params(self.encode(inputs, task_name, training=training))
 
     @property
     def bottlenecks(self):

@@ -61,6 +61,10 @@ class _MultiDomainModel(validation.DataChecks, keras.Model):
     reported `loss` (and `val_loss`) is that objective.
     """
 
+    # One output scored by each example's own task (`{"images", "task"}`
+    # inputs): export and evaluation read this instead of checking classes.
+    task_indexed = True
+
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_tasks, int) or num_tasks < 1:
