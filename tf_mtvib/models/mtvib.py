@@ -158,7 +158,7 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
 
     # --- structure -------------------------------------------------------
     # One output per task head, not one task-indexed output (VMTL's family):
-    # export and evaluation read this instead of checking classes.
+    # export and the CLI read this instead of checking classes.
     task_indexed = False
 
     def _branch(self, mapping, task_name):
@@ -176,6 +176,8 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
         bottleneck.
         """
         task_name = task_name or self.task_names[0]
+        if task_name not in self.task_names:
+            raise ValueError(f"`task_name` must be one of {self.task_names}, received task_name={task_name!r}.")
         bottleneck = self._branch(self.bottleneck, task_name)
         if bottleneck is None:
             raise ValueError(f"{self.name} has no bottleneck: it defines no posterior q(z|x).")

@@ -62,7 +62,7 @@ class _MultiDomainModel(validation.DataChecks, keras.Model):
     """
 
     # One output scored by each example's own task (`{"images", "task"}`
-    # inputs): export and evaluation read this instead of checking classes.
+    # inputs): export and the CLI read this instead of checking classes.
     task_indexed = True
 
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
