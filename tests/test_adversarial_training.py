@@ -72,3 +72,15 @@ def test_settings_round_trip_with_the_model(sample_data, tmp_path):
         AdversarialTraining(fraction=0.0)
     with pytest.raises(ValueError, match="attack"):
         AdversarialTraining("cw")
+
+
+def test_models_saved_with_the_bare_settings_config_still_load(sample_data):
+    # Before the model stored its batch hook with the hook's class, the config
+    # held AdversarialTraining's bare settings; such saved models must load.
+    settings = AdversarialTraining(eps=0.05, nb_iter=2, fraction=0.25, tasks=["bottom_right"], seed=3)
+    config = tm.build_uwl(sample_data.tasks, seed=0, adversarial=settings).get_config()
+    assert config["adversarial"]["class_name"] == "AdversarialTraining"
+    config["adversarial"] = settings.get_config()
+    loaded = tm.MultiTaskVIB.from_config(config)
+    assert isinstance(loaded.adversarial, AdversarialTraining)
+    assert loaded.adversarial.get_config() == settings.get_config()

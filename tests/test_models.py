@@ -163,3 +163,21 @@ def test_mtvib_one_epoch_on_embedded_sample_beats_chance(sample_data):
     # Measured 71.6 % / 66.6 % (joint 48.1 %) on this machine; chance is 10 % / 1 %.
     assert accuracy["top_left"] > 0.45 and accuracy["bottom_right"] > 0.45, accuracy
     assert accuracy["joint"] > 0.2, accuracy
+
+
+def test_posterior_is_each_tasks_own_q_z_given_x():
+    # STVIB has one bottleneck per task: export's `encode` signature and users
+    # read each task's q(z|x) through `posterior`, not the model's internals.
+    model = tm.build_model("stvib", TASKS, input_shape=(36, 36, 1), latent_dim=8, seed=0)
+    x = np.random.default_rng(0).uniform(size=(3, 36, 36, 1)).astype("float32")
+    assert not model.shared_bottleneck and model.task_indexed is False
+    for task in model.task_names:
+        loc, scale = model.posterior(x, task)
+        features = model.encoder[task](x, training=False)
+        expected_loc, expected_scale = model.bottleneck[task].posterior_params(features)
+        np.testing.assert_allclose(loc, expected_loc, atol=1e-6)
+        np.testing.assert_allclose(scale, expected_scale, atol=1e-6)
+    first, second = (model.posterior(x, t)[0].numpy() for t in model.task_names[:2])
+    assert np.abs(first - second).max() > 1e-3
+    with pytest.raises(ValueError, match="task_name"):
+        model.posterior(x, "no_such_task")

@@ -25,6 +25,7 @@ from tf_mtvib.models import (
     small_alexnet,
 )
 from tf_mtvib import evaluation
+from tf_mtvib import training  # noqa: F401  (registers AdversarialTraining for loading saved models)
 from tf_mtvib.tasks import Task, multi_digit_tasks
 
 __version__ = "0.1.0"

@@ -467,14 +467,12 @@ def _load_run(run_dir):
             raise SystemExit(f"tf-mtvib: {run_dir} is not a finished run: {path} is missing.")
     from tf_mtvib.data.atomic import read_json
     from tf_mtvib.data.validation import check_finite_weights
-    from tf_mtvib.models import MultiTaskVIB
-    from tf_mtvib.models.vmtl import _MultiDomainModel
     from tf_mtvib.training.callbacks import load_model_file
 
     remedy = f"train the run again (`tf-mtvib train ... --out {run_dir} --overwrite`)"
     config = read_json(config_path, remedy)
     model = load_model_file(model_path, remedy)
-    if not isinstance(model, (MultiTaskVIB, _MultiDomainModel)):
+    if getattr(model, "task_indexed", None) is None:
         raise ValueError(
             f"{model_path} holds a {type(model).__name__} model {model.name!r}, not one that tf-mtvib built "
             "(MultiTaskVIB or a VMTL-family model); tf-mtvib commands read only run folders written by "

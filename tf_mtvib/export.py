@@ -38,12 +38,6 @@ METADATA_ASSET = "tf_mtvib.json"
 _VERSION = re.compile(r"^\d+$")
 
 
-def _is_multi_domain(model):
-    from tf_mtvib.models.vmtl import _MultiDomainModel
-
-    return isinstance(model, _MultiDomainModel)
-
-
 def existing_versions(base_dir):
     """Sorted integer versions already exported under `base_dir`."""
     if not os.path.isdir(base_dir):
@@ -52,7 +46,7 @@ def existing_versions(base_dir):
 
 
 def export_metadata(model, mc_samples, value_range):
-    if _is_multi_domain(model):
+    if model.task_indexed:
         return {
             "format": "tf_mtvib.savedmodel/1",
             "model": model.name,
@@ -99,7 +93,7 @@ class _Serving(tf.Module):
         super().__init__(name="tf_mtvib_serving")
         self.metadata_file = tf.saved_model.Asset(asset_path)
         spec = tf.TensorSpec((None,) + tuple(model.example_shape), tf.float32, name="images")
-        if _is_multi_domain(model):
+        if model.task_indexed:
             task_spec = tf.TensorSpec((None,), tf.int32, name="task")
             functions = {
                 "serve": tf.function(lambda images, task: _serve_task_indexed(model, images, task),
@@ -163,10 +157,9 @@ def _predict_mc(model, images, mc_samples):
 
 def _encode(model, images):
     result = {}
-    shared = not isinstance(model.bottleneck, dict)
+    shared = model.shared_bottleneck
     for task in model.tasks[:1] if shared else model.tasks:
-        features = model.encode(images, task.name, training=False)
-        loc, scale = model._branch(model.bottleneck, task.name).posterior_params(features)
+        loc, scale = model.posterior(images, task.name, training=False)
         prefix = "" if shared else f"{task.name}_"
         result[f"{prefix}latent_mean"] = tf.cast(loc, tf.float32)
         result[f"{prefix}latent_scale"] = tf.cast(scale, tf.float32)
@@ -192,7 +185,7 @@ def export_savedmodel(model, base_dir, version=None, mc_samples=16, value_range=
     Returns:
         The path of the written version folder.
     """
-    if not (hasattr(model, "tasks") or _is_multi_domain(model)) or getattr(model, "example_shape", None) is None:
+    if getattr(model, "task_indexed", None) is None or getattr(model, "example_shape", None) is None:
         raise ValueError(
             "`model` must be a MultiTaskVIB or VMTL-family model built with `input_shape`, received "
             f"{type(model).__name__}."

@@ -1,9 +1,8 @@
 """Amortized classifier weights generated from class-mean features (VMTL-AC, Eq. 12)."""
 
 import keras
-from keras import ops
 
-from tf_mtvib.layers.bayesian import _MIN_SCALE
+from tf_mtvib.layers.gaussian import bounded_scale
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
@@ -47,10 +46,7 @@ class AmortizedClassifier(keras.layers.Layer):
         hidden = self.hidden(class_means)
         # A residual mean: the class mean itself is a sensible first weight vector.
         loc = class_means + self.loc_dense(hidden)
-        scale = ops.softplus(self.scale_dense(hidden) - self.scale_shift) + _MIN_SCALE
-        if self.max_scale is not None:
-            scale = ops.minimum(scale, self.max_scale)
-        return loc, scale
+        return loc, bounded_scale(self.scale_dense(hidden), self.scale_shift, self.max_scale)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape), tuple(input_shape)

@@ -2,15 +2,15 @@
 (VMTL Sec. 2.4; Kingma et al. 2015)."""
 
 import keras
-import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
+
+from tf_mtvib.layers.gaussian import bounded_scale, kl_to_standard_normal, reparameterized_sample
 
 tfd = tfp.distributions
 
 # Initial weight std softplus(-5) ~ 0.0067: a near-deterministic start.
 _SCALE_SHIFT = 5.0
-_MIN_SCALE = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
@@ -63,8 +63,11 @@ class BayesianDense(keras.layers.Layer):
 
     @property
     def kernel_scale(self):
-        scale = ops.softplus(self.kernel_pre_scale - self.scale_shift) + _MIN_SCALE
-        return scale if self.max_scale is None else ops.minimum(scale, self.max_scale)
+        return bounded_scale(self.kernel_pre_scale, self.scale_shift, self.max_scale)
+
+    def posterior_params(self):
+        """Returns `(mu, sigma)` of q(W), each `(in, units)`."""
+        return self.kernel_loc, self.kernel_scale
 
     def kernel_posterior(self):
         """q(W) as a TFP distribution over the flattened kernel `(in * units,)`."""
@@ -80,16 +83,12 @@ class BayesianDense(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self.kl_weight > 0:
-            loc = self.kernel_posterior()
-            prior = tfd.Independent(
-                tfd.Normal(tf.zeros_like(loc.mean()), tf.ones_like(loc.mean())), reinterpreted_batch_ndims=1
-            )
-            self.add_loss(self.kl_weight * tfd.kl_divergence(loc, prior))
+            loc, scale = self.posterior_params()
+            self.add_loss(self.kl_weight * kl_to_standard_normal(ops.reshape(loc, (-1,)), ops.reshape(scale, (-1,))))
         mean, variance = self.output_moments(inputs)
         if not training:
             return mean
-        noise = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
-        return mean + ops.sqrt(variance) * noise
+        return reparameterized_sample(mean, ops.sqrt(variance), self.seed_generator)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

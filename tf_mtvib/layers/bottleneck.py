@@ -1,17 +1,14 @@
 """Gaussian information bottleneck (MTVIB Eqs. 8-10; Alemi et al. 2017)."""
 
 import keras
-import tensorflow as tf
-import tensorflow_probability as tfp
 from keras import ops
 
-tfd = tfp.distributions
+from tf_mtvib.layers.gaussian import bounded_scale, kl_to_standard_normal, reparameterized_sample
 
 # Shifts the pre-softplus scale so that a freshly initialised encoder starts
 # near sigma = softplus(-5) ~ 0.0067 (Alemi et al.): the decoders first see an
 # almost deterministic code and the KL then trades it off.
 _SCALE_SHIFT = 5.0
-_MIN_SCALE = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
@@ -78,24 +75,14 @@ class GaussianBottleneck(keras.layers.Layer):
     def posterior_params(self, inputs):
         """Returns `(mu, sigma)` of q(z|x), each `(batch, latent_dim)`."""
         loc = self.loc_dense(inputs)
-        scale = ops.softplus(self.scale_dense(inputs) - self.scale_shift) + _MIN_SCALE
-        if self.max_scale is not None:
-            scale = ops.minimum(scale, self.max_scale)
-        return loc, scale
+        return loc, bounded_scale(self.scale_dense(inputs), self.scale_shift, self.max_scale)
 
     def kl_divergence(self, loc, scale):
         """Per-example KL(N(loc, scale^2) || N(0, I)), shape `(batch,)` (Eq. 10).
 
         Computed by TFP in float32 whatever the layer's compute dtype.
         """
-        loc = ops.cast(loc, "float32")
-        scale = ops.cast(scale, "float32")
-        posterior = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
-        prior = tfd.Independent(
-            tfd.Normal(tf.zeros_like(loc), tf.ones_like(scale)),
-            reinterpreted_batch_ndims=1,
-        )
-        return tfd.kl_divergence(posterior, prior)
+        return kl_to_standard_normal(loc, scale)
 
     def sample(self, inputs, num_samples=None):
         """Draws reparameterized codes, shape `(num_samples, batch, latent_dim)`.
@@ -104,12 +91,7 @@ class GaussianBottleneck(keras.layers.Layer):
         """
         num_samples = num_samples or self.num_samples
         loc, scale = self.posterior_params(inputs)
-        noise = keras.random.normal(
-            (num_samples,) + tuple(ops.shape(loc)),
-            dtype=loc.dtype,
-            seed=self.seed_generator,
-        )
-        return loc[None] + scale[None] * noise
+        return reparameterized_sample(loc, scale, self.seed_generator, (num_samples,))
 
     def call(self, inputs, training=None):
         loc, scale = self.posterior_params(inputs)
@@ -121,10 +103,7 @@ class GaussianBottleneck(keras.layers.Layer):
             self.kl_tracker.update_state(kl)
         self.add_loss(self.beta * kl)
         if training:
-            noise = keras.random.normal(
-                ops.shape(loc), dtype=loc.dtype, seed=self.seed_generator
-            )
-            return loc + scale * noise
+            return reparameterized_sample(loc, scale, self.seed_generator)
         return loc
 
     def compute_output_shape(self, input_shape):

@@ -11,7 +11,6 @@ from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting
 from tf_mtvib.models import backbones
 from tf_mtvib.tasks import Task, as_tasks
-from tf_mtvib.training.adversarial import AdversarialTraining
 
 SYSTEMS = ("stl", "stvib", "gs", "uwl", "mtvib")
 
@@ -44,6 +43,15 @@ def _serialize(obj):
 def _deserialize(config):
     if isinstance(config, dict) and "class_name" not in config:
         return {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
+    return keras.saving.deserialize_keras_object(config)
+
+
+def _deserialize_batch_hook(config):
+    # Models saved before the hook was serialized with its class stored the
+    # bare AdversarialTraining config; it is found by its registered name
+    # (tf_mtvib/__init__.py imports tf_mtvib.training, which registers it).
+    if "class_name" not in config:
+        return keras.saving.get_registered_object("tf_mtvib>AdversarialTraining").from_config(config)
     return keras.saving.deserialize_keras_object(config)
 
 
@@ -84,8 +92,11 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             `fit`, `evaluate`, `predict`, evaluation and attacks reject data
             outside it, and exports record it. `None` accepts any finite
             value. Default value: `(0.0, 1.0)`, images scaled from 0..255.
-        adversarial: an `AdversarialTraining` to train on attacked batches
-            (MTRobust Sec. 5.5). Default value: `None`.
+        adversarial: a batch hook to train on attacked batches (MTRobust
+            Sec. 5.5), such as `tf_mtvib.training.AdversarialTraining`: any
+            Keras-serializable object with `perturb_batch(model, x, y)`
+            returning the batch to train on (`y` a dict of labels by task
+            name). Default value: `None`.
     """
 
     def __init__(
@@ -125,7 +136,7 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
         if not self.weighting.built:
             self.weighting.build(None)
         if isinstance(adversarial, dict):
-            adversarial = AdversarialTraining.from_config(adversarial)
+            adversarial = _deserialize_batch_hook(adversarial)
         self.adversarial = adversarial
 
         # === Metrics ===
@@ -146,8 +157,31 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             }
 
     # --- structure -------------------------------------------------------
+    # One output per task head, not one task-indexed output (VMTL's family):
+    # export and the CLI read this instead of checking classes.
+    task_indexed = False
+
     def _branch(self, mapping, task_name):
         return mapping.get(task_name) if isinstance(mapping, dict) else mapping
+
+    @property
+    def shared_bottleneck(self):
+        """Whether every task reads the same q(z|x) (one bottleneck, or none)."""
+        return not isinstance(self.bottleneck, dict)
+
+    def posterior(self, inputs, task_name=None, training=None):
+        """`(mu, sigma)` of q(z|x) for a task's bottleneck, each `(batch, latent_dim)`.
+
+        `task_name` defaults to the first task. Raises for a model without a
+        bottleneck.
+        """
+        task_name = task_name or self.task_names[0]
+        if task_name not in self.task_names:
+            raise ValueError(f"`task_name` must be one of {self.task_names}, received task_name={task_name!r}.")
+        bottleneck = self._branch(self.bottleneck, task_name)
+        if bottleneck is None:
+            raise ValueError(f"{self.name} has no bottleneck: it defines no posterior q(z|x).")
+        return bottleneck.posterior_params(self.encode(inputs, task_name, training=training))
 
     @property
     def bottlenecks(self):
@@ -319,7 +353,7 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             "bottleneck": None if self.bottleneck is None else _serialize(self.bottleneck),
             "weighting": _serialize(self.weighting),
             "input_shape": None if self.example_shape is None else list(self.example_shape),
-            "adversarial": None if self.adversarial is None else self.adversarial.get_config(),
+            "adversarial": None if self.adversarial is None else keras.saving.serialize_keras_object(self.adversarial),
             "input_range": None if self.input_range is None else list(self.input_range),
         }
 

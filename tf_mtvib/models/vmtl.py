@@ -10,19 +10,18 @@ own task. `tf_mtvib.data.domains.make_domain_dataset` builds such batches.
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 from keras import ops
 
 from tf_mtvib.data import validation
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
+from tf_mtvib.layers.gaussian import kl_to_standard_normal, reparameterized_sample
 from tf_mtvib.layers.priors import MIXTURE_KLS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
 from tf_mtvib.models.mtvib import _replica_scale
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
 CLASSIFIERS = ("bayesian", "amortized")
-tfd = tfp.distributions
 
 VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 
@@ -61,6 +60,10 @@ class _MultiDomainModel(validation.DataChecks, keras.Model):
     tf.distribute and mixed precision's loss scaling are Keras'. The
     reported `loss` (and `val_loss`) is that objective.
     """
+
+    # One output scored by each example's own task (`{"images", "task"}`
+    # inputs): export and the CLI read this instead of checking classes.
+    task_indexed = True
 
     def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
         super().__init__(**kwargs)
@@ -463,8 +466,9 @@ class VMTL(_MultiDomainModel):
     def _w_posterior_params(self, code_means):
         """Every task's q(w_t) flattened: loc and scale `(T, P)`."""
         if self.classifier == "bayesian":
-            loc = ops.stack([ops.reshape(layer.kernel_loc, (-1,)) for layer in self.w_posteriors], 0)
-            scale = ops.stack([ops.reshape(layer.kernel_scale, (-1,)) for layer in self.w_posteriors], 0)
+            params = [layer.posterior_params() for layer in self.w_posteriors]
+            loc = ops.stack([ops.reshape(p[0], (-1,)) for p in params], 0)
+            scale = ops.stack([ops.reshape(p[1], (-1,)) for p in params], 0)
             return ops.cast(loc, "float32"), ops.cast(scale, "float32")
         loc, scale = self._amortized_params(code_means)
         return ops.reshape(loc, (self.num_tasks, -1)), ops.reshape(scale, (self.num_tasks, -1))
@@ -478,10 +482,10 @@ class VMTL(_MultiDomainModel):
         loc, scale = self._own(locs, onehot), self._own(scales, onehot)
         z = loc
         if training:
-            z = loc + scale * keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            z = reparameterized_sample(loc, scale, self.seed_generator)
         mean, variance = self._logit_moments(z, onehot, self.code_means)
         if training:
-            return mean + ops.sqrt(variance) * keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            return reparameterized_sample(mean, ops.sqrt(variance), self.seed_generator)
         return mean
 
     # --- objective -------------------------------------------------------
@@ -524,20 +528,16 @@ class VMTL(_MultiDomainModel):
             self.class_seen.assign(ops.maximum(self.class_seen, seen_now))
 
         # Likelihood: L code samples, M weight (pre-activation) samples each.
-        z = loc[None] + scale[None] * keras.random.normal(
-            (self.z_samples,) + tuple(ops.shape(loc)), seed=self.seed_generator
-        )
+        z = reparameterized_sample(loc, scale, self.seed_generator, (self.z_samples,))
         mean, variance = self._logit_moments(z, onehot, code_means)  # (L, B, C)
-        logits = mean[None] + ops.sqrt(variance)[None] * keras.random.normal(
-            (self.w_samples,) + tuple(ops.shape(mean)), seed=self.seed_generator
-        )
+        logits = reparameterized_sample(mean, ops.sqrt(variance), self.seed_generator, (self.w_samples,))
         targets = ops.broadcast_to(labels, ops.shape(logits)[:-1])
         nll = ops.mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True), axis=(0, 1))
 
         w_loc, w_scale = self._w_posterior_params(code_means)
         if self.prior == "normal":
-            kl_z = _kl_to_standard_normal(loc, scale)
-            kl_w = _kl_to_standard_normal(w_loc, w_scale)
+            kl_z = kl_to_standard_normal(loc, scale)
+            kl_w = kl_to_standard_normal(w_loc, w_scale)
         else:
             others = other_tasks(self.num_tasks)  # (T, T-1)
             # q_i(z | m_i^y) for every task i and class y: (T, C, D).
@@ -598,12 +598,6 @@ class VMTL(_MultiDomainModel):
             "w_max_scale": self.w_max_scale,
             "seed": self.seed,
         }
-
-
-def _kl_to_standard_normal(loc, scale):
-    """`KL(N(loc, scale^2) || N(0, I))` summed over the last axis (closed form)."""
-    posterior = tfd.Independent(tfd.Normal(loc, scale), 1)
-    return tfd.kl_divergence(posterior, tfd.Independent(tfd.Normal(ops.zeros_like(loc), ops.ones_like(scale)), 1))
 
 
 def domain_extractor(input_shape, name="extractor"):
