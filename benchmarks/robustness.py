@@ -82,8 +82,8 @@ def throughput(model, x, y, batch=ATTACK_BATCH):
     x, y = x[:batch], {k: v[:batch] for k, v in y.items()}
     result = {}
     for name, call in (
-        ("fgsm", lambda: attacks.fast_gradient_method(model, x, y, **FGSM_THROUGHPUT)),
-        ("pgd10", lambda: attacks.projected_gradient_descent(model, x, y, seed=0, **PGD_THROUGHPUT)),
+        ("fgsm", lambda: attacks.fast_gradient_method(model, x, y=y, **FGSM_THROUGHPUT)),
+        ("pgd10", lambda: attacks.projected_gradient_descent(model, x, y=y, seed=0, **PGD_THROUGHPUT)),
     ):
         call().numpy()  # trace
         start = time.perf_counter()

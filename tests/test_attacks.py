@@ -14,12 +14,12 @@ def trained(trained_mtvib):
 
 
 ATTACK_CALLS = {
-    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
+    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y=y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
     "pgd": lambda m, x, y, eps, norm: attacks.projected_gradient_descent(
-        m, x, y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
+        m, x, y=y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
     ),
     "mim": lambda m, x, y, eps, norm: attacks.momentum_iterative_method(
-        m, x, y, eps=eps, eps_iter=eps / 5, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0
+        m, x, y=y, eps=eps, eps_iter=eps / 5, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0
     ),
 }
 
@@ -103,12 +103,12 @@ def test_same_seed_repeats_pgd_and_another_differs(trained):
     model, x, y = trained
     x, y = x[:8], {k: v[:8] for k, v in y.items()}
     run = lambda seed: attacks.projected_gradient_descent(  # noqa: E731
-        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=seed
+        model, x, y=y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=seed
     ).numpy()
     np.testing.assert_array_equal(run(5), run(5))
     assert not np.array_equal(run(5), run(6))
     restarts = attacks.projected_gradient_descent(
-        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=5, restarts=3
+        model, x, y=y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=5, restarts=3
     )
     assert restarts.shape == x.shape
 
@@ -117,13 +117,13 @@ def test_bad_arguments_are_named(trained):
     model, x, y = trained
     x, y = x[:4], {k: v[:4] for k, v in y.items()}
     cases = [
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=-0.1), "eps"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, norm=1), "norm"),
-        (lambda: attacks.projected_gradient_descent(model, x, y, eps=0.1, eps_iter=0.2), "eps_iter"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, tasks=["middle"]), "middle"),
-        (lambda: attacks.fast_gradient_method(model, x + 2.0, y, eps=0.1, clip_min=0.0, clip_max=1.0), "clip_max"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, task_weights=[1.0]), "task_weights"),
-        (lambda: attacks.momentum_iterative_method(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=0), "nb_iter"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=-0.1), "eps"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, norm=1), "norm"),
+        (lambda: attacks.projected_gradient_descent(model, x, y=y, eps=0.1, eps_iter=0.2), "eps_iter"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, tasks=["middle"]), "middle"),
+        (lambda: attacks.fast_gradient_method(model, x + 2.0, y=y, eps=0.1, clip_min=0.0, clip_max=1.0), "clip_max"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, task_weights=[1.0]), "task_weights"),
+        (lambda: attacks.momentum_iterative_method(model, x, y=y, eps=0.1, eps_iter=0.01, nb_iter=0), "nb_iter"),
     ]
     for call, name in cases:
         with pytest.raises(ValueError, match=name):

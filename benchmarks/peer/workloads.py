@@ -132,9 +132,9 @@ def tf_child(config):
         images, labels = random_data(batch)
         images = tf.constant(images)
         if name == "fgsm":
-            return lambda: attacks.fast_gradient_method(model, images, labels, **speed.FGSM_THROUGHPUT).numpy()
+            return lambda: attacks.fast_gradient_method(model, images, y=labels, **speed.FGSM_THROUGHPUT).numpy()
         settings = {**speed.PGD_THROUGHPUT, **overrides}
-        return lambda: attacks.projected_gradient_descent(model, images, labels, seed=0, **settings).numpy()
+        return lambda: attacks.projected_gradient_descent(model, images, y=labels, seed=0, **settings).numpy()
 
     if config.get("memory"):
         # One fit epoch of `memory_steps` batches, its cached input pipeline included.
