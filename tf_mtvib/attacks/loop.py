@@ -125,10 +125,8 @@ def iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, e
         adversarial = x
     else:
         adversarial = g.clip_to_range(x + g.project(start, eps, threat.norm), threat.clip_min, threat.clip_max)
-    state = rule.initial_state(x)
-    # A Python loop unrolls nb_iter steps into the graph; a tf.while_loop would
-    # keep one copy but would change how stateful samplers draw under EOT.
-    for _ in range(nb_iter):
+
+    def step(k, adversarial, state):
         gradient, _ = g.loss_gradient(fn, adversarial, labels, tasks, task_weights, kinds, objective.eot_samples)
         if objective.targeted:
             gradient = -gradient
@@ -136,7 +134,13 @@ def iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, e
         adversarial = adversarial + g.optimal_perturbation(direction, eps_iter, threat.norm)
         if rule.project:
             adversarial = x + g.project(adversarial - x, eps, threat.norm)
-        adversarial = g.clip_to_range(adversarial, threat.clip_min, threat.clip_max)
+        return k + 1, g.clip_to_range(adversarial, threat.clip_min, threat.clip_max), state
+
+    # A while loop puts eot_samples copies of the model in the graph, not nb_iter x eot_samples.
+    _, adversarial, _ = tf.while_loop(
+        lambda k, *_: k < nb_iter, step, (tf.constant(0), adversarial, rule.initial_state(x)),
+        maximum_iterations=nb_iter,
+    )
     if not final_loss:
         return adversarial
     _, loss = g.loss_gradient(fn, adversarial, labels, tasks, task_weights, kinds, objective.eot_samples)
