@@ -30,7 +30,7 @@ for attacked in (["top_left"], ["top_left", "bottom_right"]):
 
 # One call, direct control: PGD-10 in the L-inf ball of radius 0.1, seeded random start.
 x_adv = attacks.projected_gradient_descent(
-    model, x[:500], {k: v[:500] for k, v in y.items()}, eps=0.1, eps_iter=0.025, nb_iter=10,
+    model, x[:500], y={k: v[:500] for k, v in y.items()}, eps=0.1, eps_iter=0.025, nb_iter=10,
     clip_min=0.0, clip_max=1.0, rand_init=True, seed=0,
 )
 print("largest perturbation:", float(abs(x_adv - x[:500]).numpy().max()))

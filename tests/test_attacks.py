@@ -14,12 +14,12 @@ def trained(trained_mtvib):
 
 
 ATTACK_CALLS = {
-    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
+    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y=y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
     "pgd": lambda m, x, y, eps, norm: attacks.projected_gradient_descent(
-        m, x, y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
+        m, x, y=y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
     ),
     "mim": lambda m, x, y, eps, norm: attacks.momentum_iterative_method(
-        m, x, y, eps=eps, eps_iter=eps / 5, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0
+        m, x, y=y, eps=eps, eps_iter=eps / 5, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0
     ),
 }
 
@@ -104,12 +104,12 @@ def test_same_seed_repeats_pgd_and_another_differs(trained):
     model, x, y = trained
     x, y = x[:8], {k: v[:8] for k, v in y.items()}
     run = lambda seed: attacks.projected_gradient_descent(  # noqa: E731
-        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=seed
+        model, x, y=y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=seed
     ).numpy()
     np.testing.assert_array_equal(run(5), run(5))
     assert not np.array_equal(run(5), run(6))
     restarts = attacks.projected_gradient_descent(
-        model, x, y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=5, restarts=3
+        model, x, y=y, eps=0.1, eps_iter=0.02, nb_iter=3, clip_min=0.0, clip_max=1.0, seed=5, restarts=3
     )
     assert restarts.shape == x.shape
 
@@ -118,13 +118,13 @@ def test_bad_arguments_are_named(trained):
     model, x, y = trained
     x, y = x[:4], {k: v[:4] for k, v in y.items()}
     cases = [
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=-0.1), "eps"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, norm=1), "norm"),
-        (lambda: attacks.projected_gradient_descent(model, x, y, eps=0.1, eps_iter=0.2), "eps_iter"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, tasks=["middle"]), "middle"),
-        (lambda: attacks.fast_gradient_method(model, x + 2.0, y, eps=0.1, clip_min=0.0, clip_max=1.0), "clip_max"),
-        (lambda: attacks.fast_gradient_method(model, x, y, eps=0.1, task_weights=[1.0]), "task_weights"),
-        (lambda: attacks.momentum_iterative_method(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=0), "nb_iter"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=-0.1), "eps"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, norm=1), "norm"),
+        (lambda: attacks.projected_gradient_descent(model, x, y=y, eps=0.1, eps_iter=0.2), "eps_iter"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, tasks=["middle"]), "middle"),
+        (lambda: attacks.fast_gradient_method(model, x + 2.0, y=y, eps=0.1, clip_min=0.0, clip_max=1.0), "clip_max"),
+        (lambda: attacks.fast_gradient_method(model, x, y=y, eps=0.1, task_weights=[1.0]), "task_weights"),
+        (lambda: attacks.momentum_iterative_method(model, x, y=y, eps=0.1, eps_iter=0.01, nb_iter=0), "nb_iter"),
     ]
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
@@ -162,3 +162,53 @@ def test_vulnerability_is_the_mean_per_example_norm_of_the_mean_task_gradient(tr
     assert (tmp_path / "robustness.png").stat().st_size > 1000
     assert (tmp_path / "robustness.csv").read_text().startswith("attack,tasks,mode,eps,accuracy_bottom_right")
 
+
+
+def test_cleverhans_positional_call_binds_eps_and_norm(trained):
+    model, x, y = trained
+    x, y = x[:8], {k: v[:8] for k, v in y.items()}
+    common = dict(y=y, clip_min=0.0, clip_max=1.0)
+    positional = attacks.fast_gradient_method(model, x, 0.05, np.inf, **common).numpy()
+    np.testing.assert_allclose(np.abs(positional - x).max(), 0.05, rtol=1e-5)
+    l2 = attacks.fast_gradient_method(model, x, 0.5, 2, **common).numpy()
+    np.testing.assert_array_equal(l2, attacks.fast_gradient_method(model, x, eps=0.5, norm=2, **common).numpy())
+    pgd = attacks.projected_gradient_descent(model, x, 0.1, 0.02, 3, np.inf, seed=2, **common).numpy()
+    keyword = attacks.projected_gradient_descent(model, x, eps=0.1, eps_iter=0.02, nb_iter=3, norm=np.inf, seed=2, **common)
+    np.testing.assert_array_equal(pgd, keyword.numpy())
+    with pytest.raises(TypeError):  # y is keyword-only: a third positional dict is not taken for labels
+        attacks.fast_gradient_method(model, x, 0.1, np.inf, y)
+
+
+@pytest.mark.slow
+def test_mim_without_momentum_is_pgd_from_x_through_the_same_loop(trained):
+    """With decay 0, MIM's direction is g / mean|g|, whose sign (L-inf) and
+    L2 direction are those of g: the step rules differ only by the momentum."""
+    model, x, y = trained
+    x, y = x[:8], {k: v[:8] for k, v in y.items()}
+    for norm, eps in ((np.inf, 0.1), (2, 1.5)):
+        common = dict(y=y, norm=norm, clip_min=0.0, clip_max=1.0)
+        mim = attacks.momentum_iterative_method(model, x, eps, eps / 4, 4, decay_factor=0.0, **common).numpy()
+        pgd = attacks.projected_gradient_descent(model, x, eps, eps / 4, 4, rand_init=False, **common).numpy()
+        np.testing.assert_allclose(mim, pgd, atol=1e-6)
+        with_momentum = attacks.momentum_iterative_method(model, x, eps, eps / 4, 4, **common).numpy()
+        assert np.abs(with_momentum - pgd).max() > 1e-3  # decay 1 does change the walk
+
+
+def test_attack_cache_reuses_traces_across_eps_and_retraces_when_num_samples_changes(trained):
+    model, x, y = trained
+    x, y = x[:8], {k: v[:8] for k, v in y.items()}
+    cache = attacks.AttackCache()
+    run = lambda eps: attacks.fast_gradient_method(model, x, eps, y=y, clip_min=0.0, clip_max=1.0, cache=cache).numpy()  # noqa: E731
+    mean_code = run(0.1)
+    run(0.2)
+    assert len(cache) == 1  # eps is an input of the compiled attack
+    try:
+        model.bottleneck.num_samples = 32  # inference now averages 32 latent samples
+        averaged = run(0.1)
+    finally:
+        model.bottleneck.num_samples = 1
+    assert len(cache) == 2
+    assert not np.array_equal(averaged, mean_code)  # a stale trace would return the mean-code attack
+    np.testing.assert_array_equal(run(0.1), mean_code)
+    cache.clear()
+    assert len(cache) == 0

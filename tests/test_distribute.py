@@ -69,8 +69,8 @@ def test_mirrored_on_two_cpus_follows_the_default_strategy_loss_curve(sample_dat
     for variable, value in zip(twin.weights, models["mirrored"].get_weights()):
         variable.assign(value)
     x, y = sample_data.x_test[:64], {k: v[:64] for k, v in sample_data.y_test.items()}
-    under_strategy = attacks.fast_gradient_method(models["mirrored"], x, y, eps=0.1, clip_min=0.0, clip_max=1.0)
-    plain = attacks.fast_gradient_method(twin, x, y, eps=0.1, clip_min=0.0, clip_max=1.0)
+    under_strategy = attacks.fast_gradient_method(models["mirrored"], x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0)
+    plain = attacks.fast_gradient_method(twin, x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0)
     assert np.mean(np.isclose(under_strategy.numpy(), plain.numpy(), atol=1e-6)) > 0.99
 
 

@@ -100,8 +100,8 @@ def test_attack_on_the_loaded_export_matches_the_keras_attack(exported):
         return {task: out[f"{task}_logits"] for task in model.task_names}
 
     keras_accuracy = attacks.adversarial_accuracy(model, x, y, "fgsm", eps=0.1)
-    from_keras = attacks.fast_gradient_method(model, x, y, eps=0.1, clip_min=0.0, clip_max=1.0).numpy()
-    from_served = attacks.fast_gradient_method(served, x, y, eps=0.1, clip_min=0.0, clip_max=1.0).numpy()
+    from_keras = attacks.fast_gradient_method(model, x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0).numpy()
+    from_served = attacks.fast_gradient_method(served, x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0).numpy()
     # Signs of gradients that are zero up to rounding may differ; nothing else.
     assert np.mean(np.isclose(from_keras, from_served, atol=1e-6)) > 0.99
     for task in model.task_names:

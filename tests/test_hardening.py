@@ -144,7 +144,7 @@ def test_every_entry_point_rejects_bad_data_with_one_message(sample_data, small_
     entry_points = {
         "task_accuracies": lambda: task_accuracies(small_mtvib, x, y),
         "adversarial_accuracy": lambda: adversarial_accuracy(small_mtvib, x, y, eps=0.1),
-        "fast_gradient_method": lambda: fast_gradient_method(small_mtvib, x, y, eps=0.1, clip_min=0.0, clip_max=1.0),
+        "fast_gradient_method": lambda: fast_gradient_method(small_mtvib, x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0),
     }
     if case not in ("label 10", "label -1", "missing task", "lengths differ"):
         entry_points["predict"] = lambda: small_mtvib.predict(x, verbose=0)

@@ -34,11 +34,15 @@ class RobustAccuracy(keras.callbacks.Callback):
     def __init__(self, x, y, eps=0.1, batch_size=500):
         super().__init__()
         self.x, self.y, self.eps, self.batch_size = x, y, eps, batch_size
+        self.attack_cache = None  # made on first use: the attack is traced once per model, not per epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        from tf_mtvib.attacks import adversarial_accuracy
+        from tf_mtvib.attacks import AttackCache, adversarial_accuracy
 
-        result = adversarial_accuracy(self.model, self.x, self.y, "fgsm", self.eps, batch_size=self.batch_size)
+        if self.attack_cache is None:
+            self.attack_cache = AttackCache()
+        result = adversarial_accuracy(self.model, self.x, self.y, "fgsm", self.eps, batch_size=self.batch_size,
+                                      cache=self.attack_cache)
         if logs is not None:
             for name, value in result.items():
                 logs["val_robust_joint_accuracy" if name == "joint" else f"val_robust_{name}_accuracy"] = value

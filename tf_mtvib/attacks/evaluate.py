@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mtvib.attacks import gradients as g
+from tf_mtvib.attacks import loop
 from tf_mtvib.attacks.fgsm import fast_gradient_method
 from tf_mtvib.attacks.mim import momentum_iterative_method
 from tf_mtvib.attacks.pgd import projected_gradient_descent
@@ -24,13 +25,13 @@ def run_attack(name, model, x, y, eps, tasks=None, nb_iter=10, eps_iter=None, se
     from a random start; MIM with `nb_iter` steps of eps / nb_iter."""
     common = dict(clip_min=0.0, clip_max=1.0, tasks=tasks, **kwargs)
     if name == "fgsm":
-        return fast_gradient_method(model, x, y, eps=eps, **common)
+        return fast_gradient_method(model, x, eps, y=y, **common)
     if name == "pgd":
         step = eps_iter if eps_iter is not None else min(eps, 2.5 * eps / nb_iter)
-        return projected_gradient_descent(model, x, y, eps=eps, eps_iter=step, nb_iter=nb_iter, seed=seed, **common)
+        return projected_gradient_descent(model, x, eps, step, nb_iter, y=y, seed=seed, **common)
     if name == "mim":
         step = eps_iter if eps_iter is not None else eps / nb_iter
-        return momentum_iterative_method(model, x, y, eps=eps, eps_iter=step, nb_iter=nb_iter, **common)
+        return momentum_iterative_method(model, x, eps, step, nb_iter, y=y, **common)
     raise ValueError(f"`attack` must be one of {ATTACKS}, received {name!r}.")
 
 
@@ -49,11 +50,14 @@ def adversarial_accuracy(model, x, y, attack="fgsm", eps=0.1, tasks=None, batch_
         attack: 'fgsm', 'pgd' or 'mim'; tasks: the attacked task set.
         sampled: attack the sampled model with EOT over `eot_samples` draws
             and score its `mc_samples`-sample prediction, instead of the mean code.
+        attack_kwargs: passed to the attack (e.g. `nb_iter`, `cache`: a
+            `loop.AttackCache`; default value: one for this call's batches).
 
     Returns:
         `{task: accuracy, ..., "joint": all classification tasks right}`.
     """
     validation.check_model_data(model, x, y)
+    attack_kwargs.setdefault("cache", loop.AttackCache())
     names = [t.name for t in model.tasks if t.is_classification] if hasattr(model, "tasks") else list(y)
     right = {t: [] for t in names}
     for start in range(0, len(x), batch_size):
@@ -88,6 +92,7 @@ def robustness_sweep(model, x, y, eps_values=MTVIB_EPS, attacks=("fgsm",), task_
         task_sets = [[t] for t in names] + ([names] if len(names) > 1 else [])
     if sampled is None:
         sampled = [False, True] if getattr(model, "bottlenecks", None) else [False]
+    kwargs.setdefault("cache", loop.AttackCache())  # one trace per attack setting for the whole sweep
     rows = []
     for attack in attacks:
         for task_set in task_sets:
@@ -106,7 +111,8 @@ def robustness_sweep(model, x, y, eps_values=MTVIB_EPS, attacks=("fgsm",), task_
     return rows
 
 
-def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, stochastic=False, eot_samples=1):
+def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, stochastic=False, eot_samples=1,
+                   cache=None):
     """Per-example ||d L_all / d x||_2 (MTRobust Lemma 1, Eq. 5), shape `(n,)`.
 
     `L_all = sum_c lambda_c L_c` over the attacked `tasks`; `task_weights`
@@ -114,6 +120,7 @@ def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, s
     tasks' input gradients, as in MTRobust's Theorem 1 and Fig. 4c. Pass
     `task_weights=[1.0] * M` for the plain sum.
     """
+    cache = cache if cache is not None else loop.AttackCache()
     norms = []
     for start in range(0, len(x), batch_size):
         xb = tf.convert_to_tensor(x[start: start + batch_size])
@@ -127,7 +134,7 @@ def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, s
 
             return norm
 
-        compiled = g.compiled(model, ("gradnorm", names, weights, stochastic, eot_samples), build)
+        compiled = cache.function(model, ("gradnorm", names, weights, stochastic, eot_samples), build)
         norms.append(compiled(xb, labels).numpy())
     return np.concatenate(norms)
 
@@ -136,6 +143,7 @@ def vulnerability(model, x, y, task_sets, **kwargs):
     """`{"a+b": E_x ||d L_all / d x||_2}` for each attacked task set (MTRobust
     Definition 1 to first order); lambda_c = 1/M within each set unless
     `task_weights` is given (see `gradient_norms`)."""
+    kwargs.setdefault("cache", loop.AttackCache())
     return {"+".join(s): float(np.mean(gradient_norms(model, x, y, tasks=list(s), **kwargs))) for s in task_sets}
 
 
@@ -194,6 +202,7 @@ def task_indexed_sweep(model, images, task, labels, eps_values=MTVIB_EPS, attack
     validation.check_model_data(model, {"images": images, "task": task}, labels)
     images, task, labels = np.asarray(images), np.asarray(task), np.asarray(labels)
     names = list(model.task_names)
+    kwargs.setdefault("cache", loop.AttackCache())
     rows = []
     # One callable per task, kept for the whole sweep, so each attack is traced once per task.
     callables = {

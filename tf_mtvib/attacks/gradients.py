@@ -8,8 +8,6 @@ gradient is the mean of the tasks' gradients. The attacks step along sign(g)
 or g / ||g||, which a common scale of the weights does not change.
 """
 
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -186,21 +184,6 @@ def prepare_labels(model_fn, x, y, tasks):
         outputs = model_fn(x)
         return {t: tf.argmax(outputs[t], axis=-1) for t in tasks}
     return {t: tf.convert_to_tensor(y[t]) for t in tasks}
-
-
-_COMPILED = weakref.WeakKeyDictionary()
-
-
-def compiled(model, key, builder):
-    """A tf.function built once per (model, static settings) and reused, so
-    sweeps over eps and batches trace each attack once."""
-    try:
-        per_model = _COMPILED.setdefault(model, {})
-    except TypeError:  # objects that cannot be weakly referenced are not cached
-        return tf.function(builder(), reduce_retracing=True)
-    if key not in per_model:
-        per_model[key] = tf.function(builder(), reduce_retracing=True)
-    return per_model[key]
 
 
 def seed_tensor(seed_generator):

@@ -5,45 +5,18 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mtvib.attacks import gradients as g
+from tf_mtvib.attacks import loop
 
 
-def pgd_iterations(fn, x, labels, eps, eps_iter, nb_iter, norm, clip_min, clip_max, tasks, task_weights,
-                   kinds, targeted, eot_samples, start):
-    """`nb_iter` projected steps from `x + start`; graph code shared by PGD and
-    adversarial training. Returns `(adversarial x, per-example L_all at it)`."""
-    adversarial = g.clip_to_range(x + g.project(start, eps, norm), clip_min, clip_max)
-    for _ in range(nb_iter):
-        gradient, _ = g.loss_gradient(fn, adversarial, labels, tasks, task_weights, kinds, eot_samples)
-        if targeted:
-            gradient = -gradient
-        adversarial = adversarial + g.optimal_perturbation(gradient, eps_iter, norm)
-        adversarial = g.clip_to_range(x + g.project(adversarial - x, eps, norm), clip_min, clip_max)
-    _, loss = g.loss_gradient(fn, adversarial, labels, tasks, task_weights, kinds, eot_samples)
-    return adversarial, loss
-
-
-def projected_gradient_descent(
-    model_fn,
-    x,
-    y=None,
-    eps=0.3,
-    eps_iter=0.01,
-    nb_iter=40,
-    norm=np.inf,
-    clip_min=None,
-    clip_max=None,
-    rand_init=True,
-    seed=None,
-    restarts=1,
-    tasks=None,
-    task_weights=None,
-    targeted=False,
-    eot_samples=1,
-    stochastic=False,
-):
+def projected_gradient_descent(model_fn, x, eps=0.3, eps_iter=0.01, nb_iter=40, norm=np.inf, *, y=None,
+                               clip_min=None, clip_max=None, rand_init=True, seed=None, restarts=1, tasks=None,
+                               task_weights=None, targeted=False, eot_samples=1, stochastic=False, cache=None):
     """PGD: a random start in the eps-ball, then `nb_iter` steps of size
     `eps_iter` along the steepest ascent of L_all, each projected back onto the
     eps-ball and the input range.
+
+    Arguments after `(model_fn, x)` follow CleverHans (`eps, eps_iter,
+    nb_iter, norm`); the rest are keyword-only.
 
     Args:
         eps_iter: step size, at most eps.
@@ -61,7 +34,10 @@ def projected_gradient_descent(
     g.check_attack_args(x, eps, norm, clip_min, clip_max, eps_iter, nb_iter)
     if not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"`restarts` must be a positive int, received restarts={restarts!r}.")
+    threat = loop.Threat(eps, norm, clip_min, clip_max)
+    objective = loop.Objective(tasks, task_weights, eot_samples, stochastic, targeted)
     fn, tasks, task_weights, labels, kinds = g.setup(model_fn, x, y, tasks, task_weights, stochastic)
+    rule = loop.GradientStep()
     seeds = keras.random.SeedGenerator(seed)
 
     def build():
@@ -71,9 +47,9 @@ def projected_gradient_descent(
                 start = (
                     g.random_start(tf.shape(x), eps, norm, seed_pairs[restart], x.dtype) if rand_init else tf.zeros_like(x)
                 )
-                candidate, loss = pgd_iterations(
-                    fn, x, labels, eps, eps_iter, nb_iter, norm, clip_min, clip_max, tasks, task_weights,
-                    kinds, targeted, eot_samples, start,
+                candidate, loss = loop.iterate(
+                    fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter, nb_iter, rule,
+                    start=start, final_loss=True,
                 )
                 if best is None:
                     best, best_loss = candidate, loss
@@ -86,8 +62,8 @@ def projected_gradient_descent(
 
         return attack
 
-    key = ("pgd", tasks, task_weights, nb_iter, norm, clip_min, clip_max, rand_init, restarts, targeted, eot_samples, stochastic)
+    key = ("pgd", objective.static_key(tasks, task_weights), threat.static_key(), nb_iter, rand_init, restarts)
     seed_pairs = tf.stack([g.seed_tensor(seeds) for _ in range(restarts)])
-    return g.compiled(model_fn, key, build)(
+    return loop.compiled(cache, model_fn, key, build)(
         x, labels, tf.constant(eps, x.dtype), tf.constant(eps_iter, x.dtype), seed_pairs
     )

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mtvib.attacks import gradients as g
-from tf_mtvib.attacks.pgd import pgd_iterations
+from tf_mtvib.attacks import loop
 
 ATTACKS = ("pgd", "fgsm")
 
@@ -71,9 +71,10 @@ class AdversarialTraining:
             start = g.random_start(tf.shape(head), self.eps, self.norm, g.seed_tensor(self.seed_generator), head.dtype)
         else:
             start = tf.zeros_like(head)
-        adversarial, _ = pgd_iterations(
-            g.model_callable(model), head, labels, self.eps, self.eps_iter, self.nb_iter, self.norm,
-            self.clip_min, self.clip_max, tasks, weights, kinds, False, 1, start,
+        threat = loop.Threat(self.eps, self.norm, self.clip_min, self.clip_max)
+        adversarial = loop.iterate(
+            g.model_callable(model), head, labels, tasks, weights, kinds, loop.Objective(), threat,
+            self.eps, self.eps_iter, self.nb_iter, loop.GradientStep(), start=start,
         )
         return tf.concat([tf.stop_gradient(adversarial), x[count:]], axis=0)
 
