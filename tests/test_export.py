@@ -60,7 +60,10 @@ def test_fresh_process_without_tf_mtvib_serves_the_keras_predictions(exported, t
         keras_mc = np.exp(model(x[:32], training=False, latent_samples=64)[task].numpy())
         mc = served[f"mc/{task}_probabilities"]
         np.testing.assert_allclose(mc.sum(-1), 1.0, atol=1e-5)
-        assert np.abs(mc - keras_mc).max() < 0.05, np.abs(mc - keras_mc).max()
+        # Two independent 64-sample estimates: close on average (about 0.003 here), while the
+        # largest of 320 differences can reach 0.06 with some random states.
+        difference = np.abs(mc - keras_mc)
+        assert difference.mean() < 0.01 and difference.max() < 0.15, (difference.mean(), difference.max())
         entropy = -(mc * np.log(np.maximum(mc, 1e-30))).sum(-1)
         np.testing.assert_allclose(served[f"mc/{task}_entropy"], entropy, rtol=1e-4, atol=1e-5)
         assert np.all((entropy >= 0) & (entropy <= np.log(10) + 1e-5))
