@@ -47,6 +47,9 @@ def projected_gradient_descent(model_fn, x, eps=0.3, eps_iter=0.01, nb_iter=40, 
                 start = (
                     g.random_start(tf.shape(x), eps, norm, seed_pairs[restart], x.dtype) if rand_init else tf.zeros_like(x)
                 )
+                if restarts == 1:  # no restart to compare with: skip the final loss evaluation
+                    return loop.iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter,
+                                        nb_iter, rule, start=start)
                 candidate, loss = loop.iterate(
                     fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter, nb_iter, rule,
                     start=start, final_loss=True,
