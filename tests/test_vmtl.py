@@ -152,7 +152,7 @@ def test_a_tasks_kl_leaves_the_other_tasks_posteriors_alone():
     norms = [0.0 if g is None else float(tf.norm(g)) for g in grads]
     own, other = norms[: len(heads[0])], norms[len(heads[0]): len(heads[0]) + len(heads[1]) + len(heads[2])]
     assert max(other) == 0.0
-    assert min(n for n in own if n > 0) > 0 and sum(own) > 1e-3  # the KL does train task 0's posteriors
+    assert sum(own) > 1e-3  # the KL does train task 0's posteriors
     assert sum(norms[-len(mixing):]) > 0  # and the mixing weights
 
 

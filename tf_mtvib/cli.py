@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -183,11 +182,15 @@ def _load_data(config):
     recorded = config.get("data_sources")
     if recorded is not None:
         found = {name: source["sha256"] for name, source in data.sources.items()}
-        if found != {name: source["sha256"] for name, source in recorded.items()}:
-            folders = ", ".join(source["folder"] for source in data.sources.values())
+        differing = sorted(n for n in found.keys() | recorded.keys() if recorded.get(n, {}).get("sha256") != found.get(n))
+        if differing:
+            where = "; ".join(
+                f"{n}: the run used {recorded.get(n, {}).get('folder')}, found {data.sources.get(n, {}).get('folder')}"
+                for n in differing
+            )
             raise ValueError(
-                f"The run was made from other files than those found now in {folders}: their SHA-256 differ from "
-                "the run's config.json 'data_sources'. Point TF_MTVIB_DATA at the run's source folder."
+                f"The run was made from other files than those found now (their SHA-256 differ from config.json's "
+                f"'data_sources'): {where}. Pass --data-dir (or set TF_MTVIB_DATA) to the run's folder."
             )
     return data
 
@@ -308,6 +311,9 @@ def _check_resumable(out, config, overwrite):
                 f"tf-mtvib: {out} holds an interrupted run with other settings ({', '.join(sorted(changed))}); "
                 "pass --overwrite to start again or another --out."
             )
+        if not overwrite and previous.get("data_sources"):
+            # _load_data then refuses files other than those the run began with.
+            config["data_sources"] = previous["data_sources"]
     return checkpoint_dir
 
 
@@ -321,8 +327,13 @@ def _stop_if_diverged(checkpoint_dir=None):
     except TrainingDiverged as error:
         state = os.path.join(checkpoint_dir or "", "state.json")
         if checkpoint_dir and os.path.isfile(state):
-            with open(state) as f:
-                kept = f"the last good checkpoint (after epoch {json.load(f)['epoch']}) stays in {checkpoint_dir}"
+            from tf_mtvib.data.atomic import read_json
+
+            try:
+                epoch = read_json(state, "").get("epoch")
+                kept = f"the last good checkpoint (after epoch {epoch}) stays in {checkpoint_dir}"
+            except ValueError:
+                kept = f"the checkpoint in {checkpoint_dir} is damaged"
         else:
             kept = "no epoch finished, so no checkpoint was kept"
         raise SystemExit(
@@ -367,7 +378,8 @@ def _train_domains(args):
     keras.utils.set_random_seed(args.seed)
     folder = distribute.write_folder(out, strategy)  # `out` on the chief, a temporary folder elsewhere
     with strategy.scope():
-        model, state = (None, None) if args.overwrite else EpochCheckpoint.restore(checkpoint_dir)
+        model, state = (None, None) if args.overwrite else EpochCheckpoint.restore(
+            checkpoint_dir, "pass --overwrite to start the run again")
         if model is None:
             model = build_vmtl_system(
                 args.model, len(data.task_names), data.num_classes, data.input_shape, dataset_sizes=data.train_sizes,
@@ -383,9 +395,8 @@ def _train_domains(args):
     checkpoint = EpochCheckpoint(os.path.join(folder, "checkpoint"), history=state["history"], min_interval=10.0)
     callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, "logs"))]
     if args.model not in ("stl", "bmtl"):
-        annealing = TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor))
-        annealing.step = state["epoch"] * int(train_ds.cardinality())  # a resumed run continues the schedule
-        callbacks.append(annealing)
+        callbacks.append(
+            TemperatureAnnealing(1.0, rate=args.temperature_decay, floor=min(1.0, args.temperature_floor)))
     callbacks.append(checkpoint)  # last, so that it saves the logs the others add
     start = time.time()
     with _stop_if_diverged(checkpoint_dir):

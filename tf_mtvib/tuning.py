@@ -167,7 +167,9 @@ class GSHyperModel(_MultiTaskHyperModel):
 
 def search_role():
     """This process's part in a distributed keras-tuner search, read from
-    keras-tuner's own environment variables:
+    keras-tuner's own environment variables (the rule of keras-tuner's
+    private `distribute.utils.has_chief_oracle` / `is_chief_oracle`, which
+    raise RuntimeError; here a missing variable is a ValueError naming it):
 
     - `None`: no `KERASTUNER_ORACLE_IP`, a search in one process;
     - `"chief"`: `KERASTUNER_TUNER_ID` contains 'chief': serves the oracle at

@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from tf_mtvib.attacks import gradients as g
 
-_TINY = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +99,7 @@ class MomentumStep:
 
     def direction(self, gradient, momentum):
         axes = list(range(1, len(gradient.shape)))
-        gradient /= tf.maximum(tf.reduce_mean(tf.abs(gradient), axes, keepdims=True), _TINY)
+        gradient /= tf.maximum(tf.reduce_mean(tf.abs(gradient), axes, keepdims=True), g._TINY)
         momentum = self.decay * momentum + gradient
         return momentum, momentum
 

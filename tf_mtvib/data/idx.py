@@ -160,7 +160,7 @@ def _load_from_keras(dataset):
         f"{split}-{part}": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
         for split, pair in arrays.items() for part, a in zip(("images", "labels"), pair)
     }
-    folder = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+    folder = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "datasets")
     return Source(folder, f"keras.datasets.{dataset}", digests, arrays=arrays)
 
 

@@ -202,6 +202,10 @@ class DataChecks:
             self.check_data(validation_data)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        import tensorflow as tf  # loaded already by the model; this module stays NumPy-only otherwise
+
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
         self.check_data(x, y)
         self._check_validation_data(kwargs.get("validation_data"))
         return super().fit(x, y, *args, **kwargs)

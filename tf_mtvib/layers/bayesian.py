@@ -26,7 +26,7 @@ class BayesianDense(keras.layers.Layer):
 
     With `kl_weight > 0`, every call adds `kl_weight * KL(q(W) || N(0, I))`
     (closed form, TFP) with `add_loss`; a model with other priors (VMTL's
-    mixtures) sets `kl_weight=0` and uses `kernel_posterior()` itself.
+    mixtures) sets `kl_weight=0` and reads `posterior_params()` itself.
 
     Args:
         units: output width.

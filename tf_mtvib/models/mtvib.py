@@ -337,11 +337,6 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             if y is not None:
                 validation.check_labels(y, self.tasks, x.shape[0], require_all=require_all_labels)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
-        return super().fit(x, y, *args, **kwargs)
-
     # --- config ----------------------------------------------------------
     def get_config(self):
         return {

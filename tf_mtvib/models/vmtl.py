@@ -17,7 +17,7 @@ from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.gaussian import kl_to_standard_normal, reparameterized_sample
-from tf_mtvib.layers.priors import MIXTURE_KLS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
+from tf_mtvib.layers.priors import MIXTURE_KL_KINDS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
 from tf_mtvib.models.mtvib import _replica_scale
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
@@ -144,11 +144,6 @@ class _MultiDomainModel(validation.DataChecks, keras.Model):
         inner = {id(m) for layer in self._flatten_layers(include_self=False) for m in layer.metrics}
         return [m for m in super().metrics if id(m) not in inner]
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
-        return super().fit(x, y, *args, **kwargs)
-
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         _, task = _check_inputs(x, self.num_tasks)
         labels = _labels(y)
@@ -259,8 +254,8 @@ class VMTL(_MultiDomainModel):
       (1/N_t) sum_{n=1..N_t}, so N_t enters only there (`dataset_sizes` is
       recorded, not used).
     KLs to N(0, I) are closed forms. KLs to the mixtures are `mixture_kl`:
-    `'monte-carlo'` (default), an L-sample estimate of the KL to the mixture
-    Eqs. 9 and 11 define, or `'closed-form'`, the KL to the Gaussian
+    `'monte-carlo'` (default), an estimate from L (KL_z) or M (KL_w) samples
+    of the KL to the mixture Eqs. 9 and 11 define, or `'closed-form'`, the KL to the Gaussian
     N(sum A_i mu_i, sum A_i^2 sigma_i^2) the authors' code puts in the
     mixture's place (the paper's Sec. 2.4 says its KLs are closed forms).
     That Gaussian is narrower than every component, and as the KL weight
@@ -319,8 +314,8 @@ class VMTL(_MultiDomainModel):
             raise ValueError(f"`prior` must be one of {PRIOR_KINDS}, received prior={prior!r}.")
         if prior != "normal" and num_tasks < 2:
             raise ValueError(f"prior={prior!r} mixes the other tasks' posteriors and needs num_tasks >= 2.")
-        if mixture_kl not in MIXTURE_KLS:
-            raise ValueError(f"`mixture_kl` must be one of {tuple(MIXTURE_KLS)}, received mixture_kl={mixture_kl!r}.")
+        if mixture_kl not in MIXTURE_KL_KINDS:
+            raise ValueError(f"`mixture_kl` must be one of {MIXTURE_KL_KINDS}, received mixture_kl={mixture_kl!r}.")
         if dataset_sizes is not None and (len(dataset_sizes) != num_tasks or min(dataset_sizes) < 1):
             raise ValueError(
                 f"`dataset_sizes` must give the {num_tasks} tasks' training-set sizes, "
@@ -489,12 +484,12 @@ class VMTL(_MultiDomainModel):
         return mean
 
     # --- objective -------------------------------------------------------
-    def _mixture_kl(self, loc, scale, component_loc, component_scale, weights):
+    def _mixture_kl(self, loc, scale, component_loc, component_scale, weights, num_samples):
         # The other tasks' posteriors are the prior's fixed ingredients.
         component_loc, component_scale = ops.stop_gradient(component_loc), ops.stop_gradient(component_scale)
         if self.mixture_kl == "closed-form":
             return kl_to_weighted_sum(loc, scale, component_loc, component_scale, weights)
-        return kl_to_mixture(loc, scale, component_loc, component_scale, weights, self.z_samples, self.seed_generator)
+        return kl_to_mixture(loc, scale, component_loc, component_scale, weights, num_samples, self.seed_generator)
 
     def elbo_terms(self, x, y, training=True):
         """The terms of the negative ELBO (VMTL Eq. 13) on a batch.
@@ -549,11 +544,11 @@ class VMTL(_MultiDomainModel):
             flat_scales = ops.reshape(prior_scales, (self.num_tasks * self.num_classes, -1))
             kl_z = self._mixture_kl(
                 loc, scale, ops.take(flat_locs, index, axis=0), ops.take(flat_scales, index, axis=0),
-                ops.take(self.z_prior(training=training), task, axis=0),
+                ops.take(self.z_prior(training=training), task, axis=0), self.z_samples,
             )
             kl_w = self._mixture_kl(
                 w_loc, w_scale, ops.take(w_loc, others, axis=0), ops.take(w_scale, others, axis=0),
-                self.w_prior(training=training),
+                self.w_prior(training=training), self.w_samples,
             )
         return {"nll": nll, "kl_z": kl_z, "kl_w": kl_w, "logits": logits[0, 0]}
 

@@ -79,7 +79,7 @@ def load_model_file(path, remedy):
             f"{path} holds a model that Keras safe mode will not load ({reason}): tf-mtvib loads only "
             "models built from its own registered layers, never code (such as a Lambda layer's function) "
             f"stored in the file; {remedy}."
-        ) from None
+        ) from error
 
 
 class TrainingDiverged(ArithmeticError):
@@ -93,11 +93,11 @@ class TrainingDiverged(ArithmeticError):
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first step whose loss is NaN or Inf, and after an
-    epoch whose validation loss is, by raising `TrainingDiverged`: unlike
-    `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and later
-    callbacks such as `EpochCheckpoint` save the diverged weights), nothing
-    after the failing step runs. The message names the epoch, the step and
-    the likely cause. List it before checkpointing callbacks."""
+    epoch whose validation loss is, by raising `TrainingDiverged`. Keras'
+    `TerminateOnNaN(raise_error=True)` also stops at the step; this one adds
+    the validation-loss check and a message naming the epoch, the step and
+    the likely cause (the learning rate), which the CLI prints. List it before
+    checkpointing callbacks, so that no diverged weights are saved."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -186,7 +186,6 @@ class TemperatureAnnealing(keras.callbacks.Callback):
                 f"initial={initial!r}, rate={rate!r}, floor={floor!r}."
             )
         self.initial, self.rate, self.floor = float(initial), float(rate), float(floor)
-        self.step = 0
 
     def value(self, step):
         return max(self.floor, self.initial * self.rate**step)
@@ -200,10 +199,10 @@ class TemperatureAnnealing(keras.callbacks.Callback):
         self.priors = self._priors()
 
     def on_train_batch_begin(self, batch, logs=None):
-        tau = self.value(self.step)
+        # The optimizer's step count: a resumed run continues the schedule.
+        tau = self.value(int(self.model.optimizer.iterations.numpy()))
         for prior in self.priors:
             prior.temperature.assign(tau)
-        self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.priors:
