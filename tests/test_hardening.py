@@ -11,7 +11,7 @@ import pytest
 
 import tf_mtvib as tm
 from tf_mtvib import cli
-from tf_mtvib.attacks import adversarial_accuracy, fast_gradient_method, task_indexed_sweep
+from tf_mtvib.attacks import adversarial_accuracy, fast_gradient_method, task_indexed_sweep, vulnerability
 from tf_mtvib.data import atomic
 from tf_mtvib.evaluation import domain_accuracies, task_accuracies
 
@@ -145,11 +145,12 @@ def test_every_entry_point_rejects_bad_data_with_one_message(sample_data, small_
         "task_accuracies": lambda: task_accuracies(small_mtvib, x, y),
         "adversarial_accuracy": lambda: adversarial_accuracy(small_mtvib, x, y, eps=0.1),
         "fast_gradient_method": lambda: fast_gradient_method(small_mtvib, x, y=y, eps=0.1, clip_min=0.0, clip_max=1.0),
+        "vulnerability": lambda: vulnerability(small_mtvib, x, y, [["top_left"]]),
     }
     if case not in ("label 10", "label -1", "missing task", "lengths differ"):
         entry_points["predict"] = lambda: small_mtvib.predict(x, verbose=0)
     for name, call in entry_points.items():
-        if name == "fast_gradient_method" and case == "missing task":
+        if name in ("fast_gradient_method", "vulnerability") and case == "missing task":
             continue  # an attack may name only the tasks it attacks
         with pytest.raises(ValueError) as caught:
             call()
@@ -205,6 +206,33 @@ def test_images_in_0_255_are_rejected_by_fit_evaluate_predict_and_attacks(sample
     from tf_mtvib.export import export_savedmodel, read_metadata
 
     assert read_metadata(export_savedmodel(wide, str(tmp_path / "export")))["value_range"] == [-1.0, 1.0]
+
+
+def test_vmtl_family_image_models_reject_0_255_images_and_feature_models_take_any_scale(tmp_path):
+    from tf_mtvib.data.domains import DomainData
+    from tf_mtvib.models.vmtl import build_vmtl_system
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(4, 28, 28, 1)).astype("float32")
+    task, labels = np.array([0, 1, 0, 1]), np.array([0, 1, 2, 0])
+    for system in ("bmtl", "vmtl"):
+        model = build_vmtl_system(system, 2, 3, (28, 28, 1), latent_dim=8, seed=0)
+        assert model.input_range == (0.0, 1.0)
+        model.compile(keras.optimizers.Adam(1e-3))
+        wide = {"images": images * 255, "task": task}
+        data = DomainData(["a", "b"], wide["images"], task, labels, wide["images"], task, labels, num_classes=3)
+        for call in (lambda: model.fit(wide, labels, verbose=0), lambda: model.evaluate(wide, labels, verbose=0),
+                     lambda: model.predict(wide, verbose=0), lambda: domain_accuracies(model, data),
+                     lambda: task_indexed_sweep(model, wide["images"], task, labels, eps_values=[0.1])):
+            with pytest.raises(ValueError, match=r"values in \[0\.\d+, 254\.\d+\].*inputs in \[0, 1\].*divided by 255"):
+                call()
+        assert model.predict({"images": images, "task": task}, verbose=0).shape == (4, 3)
+    model.save(tmp_path / "vmtl.keras")
+    assert keras.models.load_model(tmp_path / "vmtl.keras").input_range == (0.0, 1.0)
+    features = build_vmtl_system("bmtl", 2, 3, (5,))
+    assert features.input_range is None
+    assert features.predict({"images": 40 * rng.normal(size=(4, 5)).astype("float32"), "task": task},
+                            verbose=0).shape == (4, 3)
 
 
 # --- 4. damaged files are named -------------------------------------------------

@@ -181,3 +181,29 @@ def test_posterior_is_each_tasks_own_q_z_given_x():
     assert np.abs(first - second).max() > 1e-3
     with pytest.raises(ValueError, match="task_name"):
         model.posterior(x, "no_such_task")
+
+
+def test_kl_annealing_ramps_each_bottlenecks_beta_and_the_loss_follows_it(sample_data):
+    from tf_mtvib.training import KLAnnealing
+
+    # STVIB: two bottlenecks, each with its own beta variable.
+    model = tm.build_model("stvib", TASKS, input_shape=(36, 36, 1), latent_dim=8, beta=0.2, seed=0)
+    model.compile(keras.optimizers.SGD(1e-3))
+    x, y = sample_data.x_train[:8], {k: v[:8] for k, v in sample_data.y_train.items()}
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[KLAnnealing(warmup_steps=4)])
+    # Set before steps 0 and 1: 0.2 * 0/4, then 0.2 * 1/4.
+    for variable, full_value in model.kl_weights():
+        assert full_value == pytest.approx(0.2)
+        assert float(variable.numpy()) == pytest.approx(0.05)
+
+    for bottleneck in model.bottlenecks:
+        bottleneck.kl_weight.assign(0.3)
+    model(x, training=False)
+    expected = sum(0.3 * float(b.latest_kl) for b in model.bottlenecks)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+
+    gs = tm.build_model("gs", TASKS, input_shape=(36, 36, 1), latent_dim=8, seed=0)
+    gs.compile(keras.optimizers.SGD(1e-3))
+    with pytest.raises(ValueError, match="needs a model with a KL term"):
+        gs.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[KLAnnealing(warmup_steps=4)])

@@ -72,6 +72,37 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     assert "(chief)" in outputs[0][0] and "not the chief" in outputs[1][0]
     assert os.listdir(tmp_path / "tmp") == []  # the other worker removed its temporary folder
 
+    # A worker died after epoch 1: the job is started again with the same
+    # command, and every worker resumes from the chief's checkpoint.
+    os.remove(run / "model.keras")
+    os.remove(run / "metrics.json")
+    processes = start_workers([*argv, "--epochs", "2"], tmp_path)
+    outputs = wait_all(processes, timeout=150)
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+        assert "Resuming" in out and "after epoch 1" in out, out
+    assert len(json.loads((run / "metrics.json").read_text())["history"]["loss"]) == 2
+    resumed = [re.search(r"weights fingerprint (\w+)", out).group(1) for out, _ in outputs]
+    assert resumed[0] == resumed[1] != fingerprints[0]
+
+
+@pytest.mark.slow
+def test_two_workers_train_a_vmtl_run_and_only_the_chief_writes(tmp_path, data_dir):
+    run = tmp_path / "vmtl"
+    argv = ["train", "--strategy", "multiworker", "--model", "vmtl", "--dataset", "domains", "--data-dir", data_dir,
+            "--examples-per-task", "100", "--train-fraction", "0.5", "--epochs", "1", "--latent-dim", "8",
+            "--out", str(run), "--verbose", "0"]
+    processes = start_workers(argv, tmp_path)
+    outputs = wait_all(processes, timeout=150)
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    for name in ("config.json", "metrics.json", "model.keras", "checkpoint/state.json"):
+        assert (run / name).is_file(), name
+    assert set(json.loads((run / "metrics.json").read_text())["test_accuracy"]) >= {"mnist", "rotated", "digits"}
+    fingerprints = [re.search(r"weights fingerprint (\w+)", out).group(1) for out, _ in outputs]
+    assert fingerprints[0] == fingerprints[1]
+    assert os.listdir(tmp_path / "tmp") == []
+
 
 @pytest.mark.slow
 def test_distributed_search_chief_serves_the_oracle_and_a_worker_runs_the_trials(tmp_path):

@@ -61,6 +61,14 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         return super().reduce(reduce_op, value, axis)
 
 
+
+def scale_to_replicas(value):
+    """A loss averaged over one replica's batch, divided by the number of
+    replicas in sync: Keras sums the per-replica losses, so this makes the
+    sum the mean over the global batch, as Keras' own reductions do."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
 def get_strategy(name="auto", devices=None):
     """Returns a `tf.distribute.Strategy`.
 

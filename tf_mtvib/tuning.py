@@ -18,7 +18,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tf_mtvib.models.mtvib import build_model
+from tf_mtvib.models.systems import build_model
 from tf_mtvib.tasks import as_tasks
 
 OBJECTIVES = {"joint": "val_joint_accuracy", "robust": "val_robust_joint_accuracy"}

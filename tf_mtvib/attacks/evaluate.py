@@ -120,6 +120,7 @@ def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, s
     tasks' input gradients, as in MTRobust's Theorem 1 and Fig. 4c. Pass
     `task_weights=[1.0] * M` for the plain sum.
     """
+    validation.check_model_data(model, x, y, require_all_labels=False)  # before batching (an empty x too)
     cache = cache if cache is not None else loop.AttackCache()
     norms = []
     for start in range(0, len(x), batch_size):

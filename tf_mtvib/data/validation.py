@@ -119,7 +119,8 @@ def check_value_range(x, value_range, name="x"):
             f"`{name}` has values in [{low:g}, {high:g}] but the model takes inputs in "
             f"[{value_range[0]:g}, {value_range[1]:g}] (its `input_range`); images stored as 0..255 "
             "(uint8 or float) must be divided by 255 first, e.g. with "
-            "tf_mtvib.data.pipeline.to_float_images."
+            "tf_mtvib.data.pipeline.to_float_images (a model built with `input_range=None` accepts any "
+            "finite value)."
         )
 
 

@@ -22,8 +22,10 @@ class GaussianBottleneck(keras.layers.Layer):
 
     While training, `call` returns `z = mu + sigma * eps`, `eps ~ N(0, I)`
     (the reparameterization of Eq. 9); at inference it returns `mu`. Every
-    call adds `beta * mean_batch KL(q(z|x) || N(0, I))` (Eq. 10) with
-    `add_loss`; training calls also record the unweighted KL in the metric
+    call adds `kl_weight * mean_batch KL(q(z|x) || N(0, I))` (Eq. 10) with
+    `add_loss`, where `kl_weight` is a non-trainable variable that starts at
+    `beta` (so a schedule such as `tf_mtvib.training.KLAnnealing` can change
+    it during `fit` without retracing); training calls also record the unweighted KL in the metric
     `<name>_kl`, and every call keeps it as `latest_kl` (a `MultiTaskVIB`
     records it for its validation pass, so that `val_<name>_kl` is the KL
     inside `val_loss`).
@@ -71,6 +73,10 @@ class GaussianBottleneck(keras.layers.Layer):
     def build(self, input_shape):
         self.loc_dense.build(input_shape)
         self.scale_dense.build(input_shape)
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer=keras.initializers.Constant(self.beta), trainable=False,
+            dtype="float32", aggregation="only_first_replica",
+        )
 
     def posterior_params(self, inputs):
         """Returns `(mu, sigma)` of q(z|x), each `(batch, latent_dim)`."""
@@ -101,7 +107,7 @@ class GaussianBottleneck(keras.layers.Layer):
             # Only training calls: inference calls (attacks crafting examples,
             # exported serving functions) must not touch metric variables.
             self.kl_tracker.update_state(kl)
-        self.add_loss(self.beta * kl)
+        self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
         if training:
             return reparameterized_sample(loc, scale, self.seed_generator)
         return loc

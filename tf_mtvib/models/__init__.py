@@ -1,7 +1,7 @@
 from tf_mtvib.models.backbones import mlp, small_alexnet, task_decoder
-from tf_mtvib.models.mtvib import (
+from tf_mtvib.models.mtvib import MultiTaskVIB
+from tf_mtvib.models.systems import (
     SYSTEMS,
-    MultiTaskVIB,
     build_gs,
     build_model,
     build_mtvib,

@@ -1,5 +1,6 @@
 """VMTL (variational multi-task learning with Gumbel-softmax priors), VMTL-AC,
-and the comparison systems STL, VSTL and bMTL of the VMTL paper.
+and the comparison systems STL, VSTL and bMTL of the VMTL paper (the
+deterministic ones and the shared plumbing are in `multidomain.py`).
 
 The setting: T related tasks, each with its own examples, one shared label
 space of C classes. A batch mixes examples of every task:
@@ -12,13 +13,20 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tf_mtvib.data import validation
+from tf_mtvib.distribute import scale_to_replicas
 from tf_mtvib.layers.amortized import AmortizedClassifier
 from tf_mtvib.layers.bayesian import BayesianDense
 from tf_mtvib.layers.bottleneck import GaussianBottleneck
 from tf_mtvib.layers.gaussian import kl_to_standard_normal, reparameterized_sample
 from tf_mtvib.layers.priors import MIXTURE_KL_KINDS, kl_to_mixture, kl_to_weighted_sum, mixture_prior, other_tasks
-from tf_mtvib.models.mtvib import _replica_scale
+from tf_mtvib.models.multidomain import (
+    MultiDomainClassifier,
+    MultiDomainModel,
+    domain_extractor,
+    flat_labels,
+    split_inputs,
+    task_mean,
+)
 
 PRIOR_KINDS = ("gumbel", "learned-weights", "mean", "normal")
 CLASSIFIERS = ("bayesian", "amortized")
@@ -26,200 +34,8 @@ CLASSIFIERS = ("bayesian", "amortized")
 VMTL_SYSTEMS = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
 
 
-def _check_inputs(inputs, num_tasks):
-    if not isinstance(inputs, dict) or "images" not in inputs or "task" not in inputs:
-        raise ValueError(
-            "Multi-domain models take `x = {'images': ..., 'task': ...}` (task index per example), "
-            f"received {type(inputs).__name__}."
-        )
-    return inputs["images"], ops.cast(ops.reshape(inputs["task"], (-1,)), "int32")
-
-
-def _labels(y):
-    return ops.cast(ops.reshape(y, (-1,)), "int32")
-
-
-def _task_mean(values, onehot, sample_weight=None):
-    """`(1/T') sum_t (1/N_t) sum_{n in t} values_n` over the T' tasks present
-    in the batch: the per-task averages of VMTL Eq. 8, so that a task's weight
-    does not depend on its share of the batch. `values (batch,)`,
-    `onehot (batch, T)`, optional `sample_weight (batch,)`."""
-    weights = onehot if sample_weight is None else onehot * ops.cast(ops.reshape(sample_weight, (-1, 1)), "float32")
-    totals = ops.sum(weights, axis=0)
-    per_task = ops.sum(weights * values[:, None], axis=0) / ops.maximum(totals, 1e-12)
-    present = ops.cast(totals > 0, "float32")
-    return ops.sum(per_task * present) / ops.maximum(ops.sum(present), 1.0)
-
-
-class _MultiDomainModel(validation.DataChecks, keras.Model):
-    """Shared plumbing: per-task metrics, extractor sharing, config.
-
-    Both families train through Keras' own `train_step` / `test_step`: the
-    subclasses' `compute_loss(x, y, y_pred, sample_weight, training)` is
-    the whole objective, so `fit`, `evaluate`, `sample_weight`,
-    tf.distribute and mixed precision's loss scaling are Keras'. The
-    reported `loss` (and `val_loss`) is that objective.
-    """
-
-    # One output scored by each example's own task (`{"images", "task"}`
-    # inputs): export and the CLI read this instead of checking classes.
-    task_indexed = True
-
-    def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"`num_tasks` must be a positive int, received num_tasks={num_tasks!r}.")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an int >= 2, received num_classes={num_classes!r}.")
-        self.num_tasks = num_tasks
-        self.num_classes = num_classes
-        self.example_shape = tuple(input_shape) if input_shape is not None else None
-        self.task_names = list(task_names) if task_names else [f"task_{t}" for t in range(num_tasks)]
-        if len(self.task_names) != num_tasks:
-            raise ValueError(f"`task_names` must name {num_tasks} tasks, received {self.task_names}.")
-        if isinstance(extractor, (list, tuple)):
-            if len(extractor) != num_tasks:
-                raise ValueError(f"`extractor` must be one layer or {num_tasks} layers, received {len(extractor)}.")
-            extractor = list(extractor)
-        self.extractor = extractor
-        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.task_accuracy_trackers = [
-            keras.metrics.SparseCategoricalAccuracy(name=f"{n}_accuracy") for n in self.task_names
-        ]
-        self.nll_tracker = keras.metrics.Mean(name="nll")
-
-    def _build_if_shaped(self):
-        # Built at once for a known input shape, so that weights exist before
-        # the first call (loading, export, optimizer state).
-        if self.example_shape is not None:
-            self.build((None,) + self.example_shape)
-
-    def check_data(self, x, y=None, require_all_labels=True):
-        """Validates `{"images", "task"}` arrays and class labels (`DataChecks`)."""
-        if self.example_shape is not None and isinstance(x, dict):
-            validation.check_domain_data(x, y, self.example_shape, self.num_tasks, self.num_classes)
-
-    @property
-    def shared_extractor(self):
-        return not isinstance(self.extractor, list)
-
-    def features(self, images, onehot, training=None):
-        """`(batch, F)`: each example through its task's extractor (or the shared one)."""
-        if self.shared_extractor:
-            return self.extractor(images, training=training)
-        stacked = ops.stack([e(images, training=training) for e in self.extractor], axis=0)
-        return ops.einsum("tbf,bt->bf", stacked, onehot)
-
-    def _build_extractors(self, input_shape):
-        """Builds the extractor(s) for `input_shape` (of the images, or the
-        `{"images": ..., "task": ...}` dict) and returns the feature width."""
-        if isinstance(input_shape, dict):
-            input_shape = input_shape["images"]
-        extractors = [self.extractor] if self.shared_extractor else self.extractor
-        for layer in extractors:
-            if not layer.built:
-                layer.build(input_shape)
-        return extractors[0].compute_output_shape(input_shape)[-1]
-
-    def compile(self, optimizer="adam", loss=None, **kwargs):
-        if loss is not None:
-            raise ValueError(f"{type(self).__name__} computes its own loss; received loss={loss!r}.")
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def _layer_losses(self):
-        total = 0.0
-        for layer_loss in self.losses:
-            total = total + ops.cast(self._aggregate_additional_loss(layer_loss), "float32")
-        return total
-
-    @property
-    def metrics(self):
-        # The z heads are GaussianBottlenecks used only for their posterior
-        # parameters; their own KL trackers would log zeros.
-        inner = {id(m) for layer in self._flatten_layers(include_self=False) for m in layer.metrics}
-        return [m for m in super().metrics if id(m) not in inner]
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        _, task = _check_inputs(x, self.num_tasks)
-        labels = _labels(y)
-        onehot = ops.one_hot(task, self.num_tasks)
-        self.accuracy_tracker.update_state(labels, y_pred, sample_weight=sample_weight)
-        for t, tracker in enumerate(self.task_accuracy_trackers):
-            weight = onehot[:, t] if sample_weight is None else onehot[:, t] * ops.reshape(sample_weight, (-1,))
-            tracker.update_state(labels, y_pred, sample_weight=weight)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _base_config(self):
-        extractor = (
-            keras.saving.serialize_keras_object(self.extractor)
-            if self.shared_extractor
-            else [keras.saving.serialize_keras_object(e) for e in self.extractor]
-        )
-        return {
-            "name": self.name,
-            "num_tasks": self.num_tasks,
-            "num_classes": self.num_classes,
-            "extractor": extractor,
-            "input_shape": None if self.example_shape is None else list(self.example_shape),
-            "task_names": self.task_names,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        extractor = config["extractor"]
-        config["extractor"] = (
-            [keras.saving.deserialize_keras_object(e) for e in extractor]
-            if isinstance(extractor, list)
-            else keras.saving.deserialize_keras_object(extractor)
-        )
-        return cls(**config)
-
-
 @keras.saving.register_keras_serializable(package="tf_mtvib")
-class MultiDomainClassifier(_MultiDomainModel):
-    """Deterministic baselines: STL (one extractor per task) and bMTL (a shared
-    extractor); each task has its own softmax head. Loss: the per-task mean
-    cross-entropy averaged over tasks (as VMTL's Eq. 8 averages)."""
-
-    def __init__(self, num_tasks, num_classes, extractor, input_shape=None, task_names=None, **kwargs):
-        super().__init__(num_tasks, num_classes, extractor, input_shape, task_names, **kwargs)
-        self.heads = [keras.layers.Dense(num_classes, name=f"head_{t}") for t in range(num_tasks)]
-        self._build_if_shaped()
-
-    def build(self, input_shape):
-        feature_dim = self._build_extractors(input_shape)
-        for head in self.heads:
-            head.build((None, feature_dim))
-        self.built = True
-
-    def call(self, inputs, training=None):
-        images, task = _check_inputs(inputs, self.num_tasks)
-        onehot = ops.one_hot(task, self.num_tasks)
-        h = self.features(images, onehot, training)
-        logits = ops.stack([head(h) for head in self.heads], axis=0)
-        return ops.einsum("tbc,bt->bc", logits, onehot)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        _, task = _check_inputs(x, self.num_tasks)
-        per_example = keras.losses.sparse_categorical_crossentropy(
-            _labels(y), ops.cast(y_pred, "float32"), from_logits=True
-        )
-        nll = _task_mean(per_example, ops.one_hot(task, self.num_tasks), sample_weight)
-        self.nll_tracker.update_state(nll)
-        return _replica_scale(nll) + self._layer_losses()
-
-    def get_config(self):
-        return self._base_config()
-
-
-@keras.saving.register_keras_serializable(package="tf_mtvib")
-class VMTL(_MultiDomainModel):
+class VMTL(MultiDomainModel):
     """VMTL (VMTL Eqs. 8 and 13) and its variants.
 
     For an example x of task t and class y:
@@ -409,6 +225,11 @@ class VMTL(_MultiDomainModel):
         )
         self.built = True
 
+    def kl_weights(self):
+        """`[(variable, full_value)]`: the weight of both KLs and Eq. 13's
+        weight it anneals to, the pair a schedule such as `KLAnnealing` sets."""
+        return [(self.kl_weight, self.max_kl_weight)]
+
     def _z_params(self, h):
         """Every task's q(z|h): loc and scale `(T, ..., D)`, float32."""
         params = [head.posterior_params(h) for head in self.z_heads]
@@ -470,7 +291,7 @@ class VMTL(_MultiDomainModel):
 
     # --- prediction ------------------------------------------------------
     def call(self, inputs, training=None):
-        images, task = _check_inputs(inputs, self.num_tasks)
+        images, task = split_inputs(inputs, self.num_tasks)
         onehot = ops.one_hot(task, self.num_tasks)
         h = self.features(images, onehot, training)
         locs, scales = self._z_params(h)
@@ -505,8 +326,8 @@ class VMTL(_MultiDomainModel):
               "kl_w": (T,) KL_w,t summed over task t's weights,
               "logits": (B, C) one sampled prediction}`.
         """
-        images, task = _check_inputs(x, self.num_tasks)
-        labels = _labels(y)
+        images, task = split_inputs(x, self.num_tasks)
+        labels = flat_labels(y)
         onehot = ops.one_hot(task, self.num_tasks)
         h = ops.cast(self.features(images, onehot, training), "float32")
         locs, scales = self._z_params(h)
@@ -559,18 +380,18 @@ class VMTL(_MultiDomainModel):
         # y_pred (one sampled prediction) is not enough: Eq. 13 needs L x M
         # samples and the posteriors themselves, so the terms are recomputed.
         terms = self.elbo_terms(x, y, training=training)
-        _, task = _check_inputs(x, self.num_tasks)
+        _, task = split_inputs(x, self.num_tasks)
         onehot = ops.one_hot(task, self.num_tasks)
         weight = ops.cast(self.kl_weight, "float32")
-        nll = _task_mean(terms["nll"], onehot, sample_weight)
-        kl_z = _task_mean(terms["kl_z"], onehot, sample_weight)
+        nll = task_mean(terms["nll"], onehot, sample_weight)
+        kl_z = task_mean(terms["kl_z"], onehot, sample_weight)
         kl_w = ops.mean(terms["kl_w"])
         loss = nll + weight * (kl_z + kl_w)
         self.nll_tracker.update_state(nll)
         self.kl_z_tracker.update_state(kl_z)
         self.kl_w_tracker.update_state(kl_w)
         self.kl_weight_tracker.update_state(weight)
-        return _replica_scale(loss) + self._layer_losses()
+        return scale_to_replicas(loss) + self._layer_losses()
 
     def get_config(self):
         return {
@@ -595,22 +416,6 @@ class VMTL(_MultiDomainModel):
         }
 
 
-def domain_extractor(input_shape, name="extractor"):
-    """Feature extractor for the offline domains (28x28 images) or, for 1-D
-    inputs (pre-extracted features), a 256-unit MLP layer: `(batch, 256)`."""
-    stack = [keras.Input(tuple(input_shape))]
-    if len(input_shape) == 3:
-        stack += [
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-        ]
-    stack.append(keras.layers.Dense(256, activation="relu"))
-    return keras.Sequential(stack, name=name)
-
-
 def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes=None, latent_dim=128, seed=None,
                       task_names=None, **kwargs):
     """Builds one system of the VMTL paper's comparisons.
@@ -622,7 +427,9 @@ def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes
             'vmtl-mean' / 'vmtl-learned-weights' (the prior ablations).
         dataset_sizes: training examples per task, recorded in the config
             (optional; the objective does not need them).
-        kwargs: passed to `VMTL` (z_samples, w_samples, temperature,
+        kwargs: `input_range` (default `(0, 1)` for image inputs, `None`
+            for 1-D feature inputs), and for the variational systems the
+            arguments of `VMTL` (z_samples, w_samples, temperature,
             kl_weight, kl_anneal_rate, mixture_kl, ...). The defaults are
             the family's working settings (README, "VMTL").
     """
@@ -634,7 +441,10 @@ def build_vmtl_system(system, num_tasks, num_classes, input_shape, dataset_sizes
         if separate
         else domain_extractor(input_shape)
     )
-    common = dict(input_shape=input_shape, task_names=task_names, name=system.replace("-", "_"))
+    # Images (rank 3) are pixel values in [0, 1]; 1-D inputs are features of any scale.
+    input_range = kwargs.pop("input_range", (0.0, 1.0) if len(input_shape) == 3 else None)
+    common = dict(input_shape=input_shape, task_names=task_names, input_range=input_range,
+                  name=system.replace("-", "_"))
     if system in ("stl", "bmtl"):
         return MultiDomainClassifier(num_tasks, num_classes, extractor, **common)
     prior = {"vstl": "normal", "vmtl-mean": "mean", "vmtl-learned-weights": "learned-weights"}.get(system, "gumbel")

@@ -125,18 +125,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class KLAnnealing(keras.callbacks.Callback):
-    """Linear warm-up of a VMTL model's KL weight to a fixed value:
+    """Linear warm-up of a model's KL weights: each weight is set to
     `final * min(1, step / warmup_steps)` at every training step, with step
     the optimizer's iteration count (so a resumed run continues the ramp).
 
-    VMTL anneals by itself at the paper's rate (`kl_anneal_rate`, 1e-6 per
-    step); this callback is for a different schedule and needs a model
-    built with `kl_anneal_rate=0`.
+    Works for every model with `kl_weights()`: a `MultiTaskVIB` with a
+    bottleneck (MTVIB, STVIB; the weight is beta, Eq. 10) and the VMTL
+    models (the weight of both KLs of Eq. 13). VMTL anneals by itself at the
+    paper's rate (`kl_anneal_rate`, 1e-6 per step); this callback is for a
+    different schedule and needs a VMTL model built with `kl_anneal_rate=0`.
 
     Args:
-        warmup_steps: steps until the weight reaches `final`.
-        final: the weight after warm-up. Default value: `None`, the model's
-            own `kl_weight` argument.
+        warmup_steps: steps until the weights reach `final`.
+        final: the weight after warm-up. Default value: `None`, each weight's
+            own full value (a bottleneck's `beta`, VMTL's `kl_weight`).
     """
 
     def __init__(self, warmup_steps, final=None):
@@ -148,8 +150,8 @@ class KLAnnealing(keras.callbacks.Callback):
         self.warmup_steps = warmup_steps
         self.final = None if final is None else float(final)
 
-    def value(self, step):
-        final = self.model.max_kl_weight if self.final is None else self.final
+    def value(self, step, full_value=1.0):
+        final = full_value if self.final is None else self.final
         return final * min(1.0, step / self.warmup_steps)
 
     def on_train_begin(self, logs=None):
@@ -158,9 +160,17 @@ class KLAnnealing(keras.callbacks.Callback):
                 "KLAnnealing sets the KL weight step by step, but the model anneals it itself "
                 f"(kl_anneal_rate={self.model.kl_anneal_rate}); build the model with kl_anneal_rate=0."
             )
+        weights = self.model.kl_weights() if hasattr(self.model, "kl_weights") else []
+        if not weights:
+            raise ValueError(
+                f"KLAnnealing needs a model with a KL term; {self.model.name} has none "
+                "(a MultiTaskVIB without bottleneck, or a deterministic multi-domain classifier)."
+            )
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.kl_weight.assign(self.value(int(self.model.optimizer.iterations.numpy())))
+        step = int(self.model.optimizer.iterations.numpy())
+        for variable, full_value in self.model.kl_weights():
+            variable.assign(self.value(step, full_value))
 
     def get_config(self):
         return {"warmup_steps": self.warmup_steps, "final": self.final}
