@@ -44,7 +44,9 @@ def score(model, x, y):
     result = {"clean": task_accuracies(model, x, y)}
     for name, tasks in ATTACKED.items():
         for eps in EPS:
-            result[f"pgd10-{name}-{eps}"] = attacks.adversarial_accuracy(model, x, y, "pgd", eps, tasks=tasks, nb_iter=10)
+            result[f"pgd10-{name}-{eps}"] = attacks.adversarial_accuracy(
+                model, x, y, "pgd", eps, tasks=tasks, nb_iter=10
+            )
     return result
 
 
@@ -77,8 +79,10 @@ def table(results):
                 f"{cell(s, f'pgd10-multi-{e}', 'bottom_right')})" for e in EPS
             )
             lines.append(
-                f"| {system.upper()} | {training} | {cell(s, 'clean', 'top_left')} / {cell(s, 'clean', 'bottom_right')} | "
-                f"{' / '.join(cell(s, f'pgd10-single-{e}', 'top_left') for e in EPS)} | {multi} | {r.get('seconds', 0):.0f} |"
+                f"| {system.upper()} | {training} | "
+                f"{cell(s, 'clean', 'top_left')} / {cell(s, 'clean', 'bottom_right')} | "
+                f"{' / '.join(cell(s, f'pgd10-single-{e}', 'top_left') for e in EPS)} | "
+                f"{multi} | {r.get('seconds', 0):.0f} |"
             )
     return "\n".join(lines)
 
@@ -88,7 +92,9 @@ def main():
     parser.add_argument("--models", default=os.path.join(HERE, "out", "issue10", "clean", "models"))
     parser.add_argument("--systems", nargs="+", default=["mtvib", "gs"])
     parser.add_argument("--pretrained-epochs", type=int, default=2)
-    parser.add_argument("--pretrain-num-train", type=int, default=20000, help="size of the set the models were trained on")
+    parser.add_argument(
+        "--pretrain-num-train", type=int, default=20000, help="size of the set the models were trained on"
+    )
     parser.add_argument("--num-train", type=int, default=10000, help="its first images used for fine-tuning")
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
@@ -99,8 +105,13 @@ def main():
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=os.path.join(HERE, "out", "adversarial_training"))
     args = parser.parse_args()
-    data = load_task_data("multimnist", data_dir=args.data_dir, cache_dir=args.cache_dir, num_train=args.pretrain_num_train, seed=0)
-    data.x_train, data.y_train = data.x_train[: args.num_train], {k: v[: args.num_train] for k, v in data.y_train.items()}
+    data = load_task_data(
+        "multimnist", data_dir=args.data_dir, cache_dir=args.cache_dir, num_train=args.pretrain_num_train, seed=0
+    )
+    data.x_train, data.y_train = (
+        data.x_train[: args.num_train],
+        {k: v[: args.num_train] for k, v in data.y_train.items()},
+    )
     x, y = data.x_test[: args.num_test], {k: v[: args.num_test] for k, v in data.y_test.items()}
     results = {}
     for system in args.systems:

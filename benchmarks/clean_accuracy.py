@@ -20,9 +20,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
+from paper_tables import TABLES  # noqa: E402
 
 import tf_mtvib  # noqa: E402,F401  (sets the oneDNN default before TensorFlow)
-from paper_tables import TABLES  # noqa: E402
 from tf_mtvib.data import atomic  # noqa: E402
 from tf_mtvib.data.pipeline import load_task_data, make_dataset  # noqa: E402
 from tf_mtvib.evaluation import task_accuracies  # noqa: E402
@@ -36,7 +36,11 @@ def run_one(dataset, system, args, model_path):
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     train = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
     # Per-epoch accuracy on the first --track-test test images, to see where training flattens.
-    tracked = (data.x_test[: args.track_test], {k: v[: args.track_test] for k, v in data.y_test.items()}) if args.track_test else None
+    tracked = (
+        (data.x_test[: args.track_test], {k: v[: args.track_test] for k, v in data.y_test.items()})
+        if args.track_test
+        else None
+    )
     start = time.time()
     history = model.fit(train, epochs=args.epochs, verbose=2, validation_data=tracked)
     seconds = time.time() - start
@@ -53,7 +57,9 @@ def run_one(dataset, system, args, model_path):
         "images_per_second": args.epochs * len(data.x_train) / seconds,
         "test_accuracy": task_accuracies(model, data.x_test, data.y_test),
         "final_train_loss": float(history.history["loss"][-1]),
-        "tracked_test_accuracy": {k: v for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")},
+        "tracked_test_accuracy": {
+            k: v for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")
+        },
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
     }
 
@@ -67,7 +73,8 @@ def table(results):
         lines += [
             f"### {dataset} (clean test accuracy, %; ours after {rows[0]['epochs']} epoch(s), paper after 200)",
             "",
-            "| system | top-left ours | top-left paper | bottom-right ours | bottom-right paper | joint ours | train time (s) |",
+            "| system | top-left ours | top-left paper | bottom-right ours | bottom-right paper "
+            "| joint ours | train time (s) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for system in SYSTEMS:

@@ -53,7 +53,9 @@ def main():
         "conv stem, Keras BatchNormalization": (stem(keras.layers.BatchNormalization), images),
         "conv stem, FusedBatchNormalization": (stem(FusedBatchNormalization), images),
         "conv stem without BN": (stem(None), images),
-        "FC 3136-1024-1024-1024 + BN + ReLU": (backbones.mlp(3136, (1024, 1024, 1024)), tf.random.uniform((BATCH, 3136))),
+        "FC 3136-1024-1024-1024 + BN + ReLU": (
+            backbones.mlp(3136, (1024, 1024, 1024)), tf.random.uniform((BATCH, 3136))
+        ),
     }
     for name, (model, inputs) in parts.items():
         ms = step_milliseconds(model, inputs)

@@ -35,10 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import tf_mtvib  # noqa: E402,F401
 from paper_tables import ETAS, TABLES  # noqa: E402
 from speed import ATTACK_BATCH, FGSM_THROUGHPUT, PGD_THROUGHPUT  # noqa: E402
+
+import tf_mtvib  # noqa: E402,F401
 from tf_mtvib import attacks  # noqa: E402
 from tf_mtvib.data import atomic  # noqa: E402
 from tf_mtvib.data.pipeline import load_task_data  # noqa: E402
@@ -59,10 +59,13 @@ def pixel_std(x):
 def evaluate_model(model, x, y):
     both = [list(TASKS)]
     rows = attacks.robustness_sweep(
-        model, x, y, eps_values=ETAS, attacks=("fgsm",), task_sets=[["top_left"], ["bottom_right"], list(TASKS)], sampled=[False]
+        model, x, y, eps_values=ETAS, attacks=("fgsm",), task_sets=[["top_left"], ["bottom_right"], list(TASKS)],
+        sampled=[False],
     )
     for name in ("pgd", "mim"):
-        rows += attacks.robustness_sweep(model, x, y, eps_values=(0.05, 0.10), attacks=(name,), task_sets=both, sampled=[False], nb_iter=10)
+        rows += attacks.robustness_sweep(
+            model, x, y, eps_values=(0.05, 0.10), attacks=(name,), task_sets=both, sampled=[False], nb_iter=10
+        )
     if getattr(model, "bottlenecks", None):
         for mode, draws in PROTOCOLS.items():
             sampled = attacks.robustness_sweep(model, x, y, eps_values=ETAS, task_sets=both, sampled=[True],
@@ -107,7 +110,12 @@ def system_tasks(entries, dataset):
     for system in SYSTEMS:
         if system in entries:
             for task in TASKS:
-                yield system, task, entries[system]["rows"], " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task])
+                yield (
+                    system,
+                    task,
+                    entries[system]["rows"],
+                    " / ".join(f"{v:.1f}" for v in TABLES[dataset][system][task]),
+                )
 
 
 def fgsm_mode_table(entries, dataset, modes, labels):
@@ -118,7 +126,9 @@ def fgsm_mode_table(entries, dataset, modes, labels):
         for mode, label in modes.items():
             values = fgsm_row(rows, both, task, mode)
             if values:
-                lines.append(f"| {system.upper()} | {task} | {label} | {' / '.join(f'{v:.1f}' for v in values)} | {paper} |")
+                lines.append(
+                    f"| {system.upper()} | {task} | {label} | {' / '.join(f'{v:.1f}' for v in values)} | {paper} |"
+                )
     return lines
 
 
@@ -136,8 +146,13 @@ def tables(results, num_test):
                 label = "that task" if task_set == task else "both tasks"
                 used = (system in ("stl", "stvib")) == (task_set == task)
                 lines.append(f"| {system.upper()} | {task} | {label} | {ours} | {paper if used else ''} |")
-        lines += ["", f"### {dataset}: iterative attacks on both tasks, joint / top-left / bottom-right accuracy (%)", ""]
-        lines += ["| system | PGD-10 eps 0.05 | PGD-10 eps 0.10 | MIM-10 eps 0.05 | MIM-10 eps 0.10 | FGSM eps 0.10 |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "", f"### {dataset}: iterative attacks on both tasks, joint / top-left / bottom-right accuracy (%)", ""
+        ]
+        lines += [
+            "| system | PGD-10 eps 0.05 | PGD-10 eps 0.10 | MIM-10 eps 0.05 | MIM-10 eps 0.10 | FGSM eps 0.10 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for system in SYSTEMS:
             if system not in entries:
                 continue
@@ -149,17 +164,42 @@ def tables(results, num_test):
                 cells.append(f"{100 * a['joint']:.1f} / {100 * a['top_left']:.1f} / {100 * a['bottom_right']:.1f}")
             lines.append(f"| {system.upper()} | " + " | ".join(cells) + " |")
         lines += ["", f"### {dataset}: evaluation protocols, FGSM on both tasks, accuracy per eta {list(ETAS)}", ""]
-        lines += fgsm_mode_table(entries, dataset, {"mean": "mean code", "sampled": f"sampled ({MC_SAMPLES} draws), 1-draw gradient",
-                                                    "sampled-eot": f"sampled ({MC_SAMPLES} draws), EOT-{PROTOCOLS['sampled-eot']} attack"}, "protocol")
+        lines += fgsm_mode_table(
+            entries,
+            dataset,
+            {
+                "mean": "mean code",
+                "sampled": f"sampled ({MC_SAMPLES} draws), 1-draw gradient",
+                "sampled-eot": f"sampled ({MC_SAMPLES} draws), EOT-{PROTOCOLS['sampled-eot']} attack",
+            },
+            "protocol",
+        )
         stds = sorted({round(e["pixel_std"], 4) for e in entries.values() if "pixel_std" in e})
         lines += ["", f"### {dataset}: pixel scale of eta, FGSM on both tasks, mean code (test pixel std {stds})", ""]
-        lines += fgsm_mode_table(entries, dataset, {"mean": "[0, 1]: eps = eta", "eta-normalized": "normalized: eps = eta * std",
-                                                    "eta-255": "[0, 255]: eps = eta / 255"}, "eta applied to")
-        lines += ["", f"### {dataset}: vulnerability E ||dL/dx||_2 (lambda_c = 1/M)", "", "| system | top_left | bottom_right | both |", "| --- | --- | --- | --- |"]
+        lines += fgsm_mode_table(
+            entries,
+            dataset,
+            {
+                "mean": "[0, 1]: eps = eta",
+                "eta-normalized": "normalized: eps = eta * std",
+                "eta-255": "[0, 255]: eps = eta / 255",
+            },
+            "eta applied to",
+        )
+        lines += [
+            "",
+            f"### {dataset}: vulnerability E ||dL/dx||_2 (lambda_c = 1/M)",
+            "",
+            "| system | top_left | bottom_right | both |",
+            "| --- | --- | --- | --- |",
+        ]
         for system in SYSTEMS:
             if system in entries:
                 v = entries[system]["vulnerability"]
-                lines.append(f"| {system.upper()} | {v['top_left']:.3f} | {v['bottom_right']:.3f} | {v['top_left+bottom_right']:.3f} |")
+                lines.append(
+                    f"| {system.upper()} | {v['top_left']:.3f} | {v['bottom_right']:.3f} | "
+                    f"{v['top_left+bottom_right']:.3f} |"
+                )
         lines.append("")
     return "\n".join(lines)
 

@@ -138,7 +138,7 @@ def main():
         run = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(config)], env=env, capture_output=True, text=True
         )
-        lines = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")]
+        lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
         if run.returncode or not lines:
             raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
         result = json.loads(lines[-1][len("RESULT "):])

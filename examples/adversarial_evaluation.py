@@ -35,4 +35,7 @@ x_adv = attacks.projected_gradient_descent(
 )
 print("largest perturbation:", float(abs(x_adv - x[:500]).numpy().max()))
 
-print("E ||dL/dx||_2:", attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], ["top_left", "bottom_right"]]))
+print(
+    "E ||dL/dx||_2:",
+    attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], ["top_left", "bottom_right"]]),
+)

@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 import tf_mtvib as tm
-from tf_mtvib import attacks
 from tf_mtvib.training import AdversarialTraining
 
 
@@ -49,7 +48,12 @@ def test_default_settings_train_on_the_whole_attacked_batch_and_report_its_loss_
         images = tf.constant(images)
         loc, scale = model.bottleneck.posterior_params(model.encoder(images, training=True))
         outputs = model(images, training=True)
-        stats = {f"{t}_loss": float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t]))) for t in y}
+        stats = {
+            f"{t}_loss": float(
+                tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[t], logits=outputs[t]))
+            )
+            for t in y
+        }
         return {"bottleneck_kl": float(tf.reduce_mean(model.bottleneck.kl_divergence(loc, scale))), **stats}
 
     stats = {name: batch_stats(images) for name, images in batches.items()}

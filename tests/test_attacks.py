@@ -14,7 +14,9 @@ def trained(trained_mtvib):
 
 
 ATTACK_CALLS = {
-    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(m, x, y=y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0),
+    "fgsm": lambda m, x, y, eps, norm: attacks.fast_gradient_method(
+        m, x, y=y, eps=eps, norm=norm, clip_min=0.0, clip_max=1.0
+    ),
     "pgd": lambda m, x, y, eps, norm: attacks.projected_gradient_descent(
         m, x, y=y, eps=eps, eps_iter=eps / 4, nb_iter=5, norm=norm, clip_min=0.0, clip_max=1.0, seed=1
     ),
@@ -74,7 +76,9 @@ def test_gradient_matches_finite_differences():
     gradient, _ = g.loss_gradient(model, tf.constant(x), labels, ("a", "b"), (0.7, 1.3))
 
     def objective(x64):
-        return g.attack_objective(model(tf.constant(x64, tf.float32)), labels, ("a", "b"), (0.7, 1.3)).numpy().astype("float64")
+        return g.attack_objective(
+            model(tf.constant(x64, tf.float32)), labels, ("a", "b"), (0.7, 1.3)
+        ).numpy().astype("float64")
 
     step = 1e-2
     numeric = np.zeros_like(x, dtype="float64")
@@ -148,15 +152,23 @@ def test_vulnerability_is_the_mean_per_example_norm_of_the_mean_task_gradient(tr
         ])
     summed = np.linalg.norm(tape.gradient(loss, xt).numpy().reshape(32, -1), axis=1)
     np.testing.assert_allclose(norms, summed / 2, rtol=1e-4)
-    np.testing.assert_allclose(attacks.gradient_norms(model, x, y, tasks=both, task_weights=[0.5, 0.5]), norms, rtol=1e-6)
-    np.testing.assert_allclose(attacks.gradient_norms(model, x, y, tasks=both, task_weights={"top_left": 1.0, "bottom_right": 1.0}), summed, rtol=1e-4)
+    np.testing.assert_allclose(
+        attacks.gradient_norms(model, x, y, tasks=both, task_weights=[0.5, 0.5]), norms, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        attacks.gradient_norms(model, x, y, tasks=both, task_weights={"top_left": 1.0, "bottom_right": 1.0}),
+        summed,
+        rtol=1e-4,
+    )
     measure = attacks.vulnerability(model, x, y, [["top_left"], ["bottom_right"], both])
     assert set(measure) == {"top_left", "bottom_right", "top_left+bottom_right"}
     np.testing.assert_allclose(measure["top_left+bottom_right"], norms.mean(), rtol=1e-5)
     # Fig. 4c's direction: the two-task attack is the less effective one.
     assert measure["top_left+bottom_right"] < (measure["top_left"] + measure["bottom_right"]) / 2, measure
 
-    rows = attacks.robustness_sweep(model, x, y, eps_values=(0.0, 0.1), task_sets=[["top_left"]], mc_samples=4, eot_samples=2)
+    rows = attacks.robustness_sweep(
+        model, x, y, eps_values=(0.0, 0.1), task_sets=[["top_left"]], mc_samples=4, eot_samples=2
+    )
     assert {(r["mode"], r["eps"]) for r in rows} == {("mean", 0.0), ("mean", 0.1), ("sampled", 0.0), ("sampled", 0.1)}
     attacks.write_sweep(rows, tmp_path)
     assert (tmp_path / "robustness.png").stat().st_size > 1000
@@ -173,7 +185,9 @@ def test_cleverhans_positional_call_binds_eps_and_norm(trained):
     l2 = attacks.fast_gradient_method(model, x, 0.5, 2, **common).numpy()
     np.testing.assert_array_equal(l2, attacks.fast_gradient_method(model, x, eps=0.5, norm=2, **common).numpy())
     pgd = attacks.projected_gradient_descent(model, x, 0.1, 0.02, 3, np.inf, seed=2, **common).numpy()
-    keyword = attacks.projected_gradient_descent(model, x, eps=0.1, eps_iter=0.02, nb_iter=3, norm=np.inf, seed=2, **common)
+    keyword = attacks.projected_gradient_descent(
+        model, x, eps=0.1, eps_iter=0.02, nb_iter=3, norm=np.inf, seed=2, **common
+    )
     np.testing.assert_array_equal(pgd, keyword.numpy())
     with pytest.raises(TypeError):  # y is keyword-only: a third positional dict is not taken for labels
         attacks.fast_gradient_method(model, x, 0.1, np.inf, y)

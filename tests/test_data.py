@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tf_mtvib.data import atomic, idx, multimnist, mtfl
+from tf_mtvib.data import atomic, idx, mtfl, multimnist
 from tf_mtvib.data.pipeline import load_task_data, make_dataset
 
 
@@ -127,17 +127,23 @@ def test_overlap_takes_the_maximum():
 
 def test_generated_set_is_cached_atomically_under_the_digests_of_its_sources(data_dir, tmp_path):
     cache = tmp_path / "cache"
-    first, source = multimnist.load_multi("multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False)
+    first, source = multimnist.load_multi(
+        "multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False
+    )
     files = os.listdir(cache)
     assert len(files) == 1 and files[0].endswith(".npz")
     assert source.origin == "data_dir" and source.folder == os.path.join(data_dir, "fashion-mnist")
     assert source.sha256["t10k-labels-idx1-ubyte.gz"] == idx.file_sha256(
         os.path.join(data_dir, "fashion-mnist", "t10k-labels-idx1-ubyte.gz"))
-    again, _ = multimnist.load_multi("multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False)
+    again, _ = multimnist.load_multi(
+        "multifashion", data_dir, cache, num_train=200, num_test=50, seed=3, allow_download=False
+    )
     np.testing.assert_array_equal(first["train"][0], again["train"][0])
     assert first["test"][0].shape == (50, 36, 36) and os.listdir(cache) == files
     with pytest.raises(idx.DataNotFoundError, match="nonexistent"):
-        multimnist.load_multi("multifashion", "/nonexistent", cache, num_train=200, num_test=50, seed=3, allow_download=False)
+        multimnist.load_multi(
+            "multifashion", "/nonexistent", cache, num_train=200, num_test=50, seed=3, allow_download=False
+        )
 
 
 def test_corrupt_source_file_is_named_even_when_a_cache_exists(data_dir, tmp_path):
@@ -210,7 +216,10 @@ def test_mtfl_random_split_is_seeded_disjoint_and_honours_both_sizes(tmp_path):
 
     def identities(split):
         labels = split[1]
-        return [tuple(int(labels[t][i]) + 1 for t in ("gender", "smiling", "glasses", "head_pose")) for i in range(len(labels["gender"]))]
+        return [
+            tuple(int(labels[t][i]) + 1 for t in ("gender", "smiling", "glasses", "head_pose"))
+            for i in range(len(labels["gender"]))
+        ]
 
     first = mtfl.load_mtfl(tmp_path, num_train=7, num_test=3, seed=0, image_size=8)
     train, test = identities(first["train"]), identities(first["test"])

@@ -3,12 +3,11 @@ from local files, equal to the package's own loaders."""
 
 import numpy as np
 import tensorflow_datasets as tfds
+from test_data import _write_mtfl_fixture
 
 import tf_mtvib.datasets as tm_datasets
 from tf_mtvib.data.domains import load_domains
 from tf_mtvib.data.pipeline import load_task_data
-
-from test_data import _write_mtfl_fixture
 
 
 def _download_config(folder):
@@ -42,7 +41,8 @@ def test_multi_mnist_splits_equal_load_task_data_pixel_for_pixel(data_dir, tmp_p
 def test_vmtl_domains_and_mtfl_builders_read_the_package_loaders(data_dir, tmp_path):
     config = tm_datasets.DomainsConfig(domains=("rotated", "digits"), examples_per_task=100, seed=1)
     test = tfds.as_numpy(tfds.load("vmtl_domains", builder_kwargs={"config": config}, split="test", batch_size=-1,
-                                   data_dir=str(tmp_path / "tfds"), download_and_prepare_kwargs=_download_config(data_dir)))
+                                   data_dir=str(tmp_path / "tfds"),
+                                   download_and_prepare_kwargs=_download_config(data_dir)))
     reference = load_domains(("rotated", "digits"), examples_per_task=100, data_dir=data_dir, seed=1)
     np.testing.assert_array_equal(test["image"].astype(np.float32) / 255.0, reference.x_test)
     np.testing.assert_array_equal(test["task"], reference.task_test)

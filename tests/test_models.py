@@ -10,7 +10,7 @@ TASKS = tm.multi_digit_tasks()
 
 
 def _dense_shapes(sequential):
-    return [tuple(l.kernel.shape) for l in sequential.layers if isinstance(l, keras.layers.Dense)]
+    return [tuple(layer.kernel.shape) for layer in sequential.layers if isinstance(layer, keras.layers.Dense)]
 
 
 def _flatten_size(encoder):

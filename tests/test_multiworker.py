@@ -29,7 +29,9 @@ def start_workers(argv, tmp_path, count=2, env=None):
     temporary.mkdir(exist_ok=True)
     processes = []
     for index in range(count):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        tf_config = {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}
+        }
         worker_env = {
             **os.environ, **(env or {}), "PYTHONPATH": REPO, "TF_CONFIG": json.dumps(tf_config),
             "TMPDIR": str(temporary), "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -61,7 +63,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
             "--batch-size", "50", "--latent-dim", "16", "--lr", "1e-3", "--verbose", "0"]
     processes = start_workers(argv, tmp_path)
     outputs = wait_all(processes, timeout=150)
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     for name in ("config.json", "metrics.json", "model.keras", "checkpoint/model.keras", "checkpoint/state.json"):
         assert (run / name).is_file(), name
@@ -94,7 +96,7 @@ def test_two_workers_train_a_vmtl_run_and_only_the_chief_writes(tmp_path, data_d
             "--out", str(run), "--verbose", "0"]
     processes = start_workers(argv, tmp_path)
     outputs = wait_all(processes, timeout=150)
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     for name in ("config.json", "metrics.json", "model.keras", "checkpoint/state.json"):
         assert (run / name).is_file(), name
@@ -117,7 +119,7 @@ def test_distributed_search_chief_serves_the_oracle_and_a_worker_runs_the_trials
         processes.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
     outputs = wait_all(processes, timeout=150)
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     summary = json.loads((search / "tuning.json").read_text())
     assert len(summary["best"]) == 2 and all(t["score"] is not None for t in summary["best"])

@@ -223,7 +223,9 @@ def test_local_reparameterization_has_the_moments_of_sampled_weights():
         standard_error = np.sqrt(expected_var / len(samples))
         assert np.all(np.abs(samples.mean(0) - (x[0] @ layer.kernel_loc.numpy() + [0.1, -0.2])) < 4 * standard_error)
         np.testing.assert_allclose(samples.var(0), expected_var, rtol=0.03)
-    np.testing.assert_allclose(layer(x[:2], training=False).numpy()[0], x[0] @ layer.kernel_loc.numpy() + [0.1, -0.2], rtol=1e-5)
+    np.testing.assert_allclose(
+        layer(x[:2], training=False).numpy()[0], x[0] @ layer.kernel_loc.numpy() + [0.1, -0.2], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("system", VMTL_SYSTEMS)
@@ -271,7 +273,9 @@ def test_domains_follow_the_limited_data_protocol_and_batches_mix_every_task(dat
         assert abs(n_train - 0.1 * total) <= 10  # per-class rounding
         assert set(data.y_train[data.task_train == t]) == set(range(10))  # stratified
     # Rotated MNIST is MNIST turned by 90 degrees, not the same images.
-    assert not np.allclose(data.x_train[data.task_train == 0][:50].mean(0), data.x_train[data.task_train == 1][:50].mean(0), atol=0.05)
+    assert not np.allclose(
+        data.x_train[data.task_train == 0][:50].mean(0), data.x_train[data.task_train == 1][:50].mean(0), atol=0.05
+    )
     inputs, labels = next(iter(make_domain_dataset(data, "train", batch_size_per_task=8)))
     assert np.bincount(inputs["task"].numpy(), minlength=3).tolist() == [8, 8, 8]
     assert inputs["images"].shape == (24, 28, 28, 1) and labels.shape == (24,)
@@ -338,7 +342,9 @@ def test_vmtl_trains_under_mirrored_strategy_with_its_annealing():
 
     # conftest splits the CPU in two. Reducing through one device keeps this strategy's collectives
     # from clashing with those of the strategies other tests made in this process.
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     with strategy.scope():
         model, x, y = _tiny_vmtl(prior="gumbel", kl_anneal_rate=0.1, kl_weight=0.5, seed=0)
         model.compile(keras.optimizers.SGD(0.01))

@@ -1,7 +1,10 @@
 """tf_mtvib: robust multi-task learning with variational representations."""
 
-from tf_mtvib import _env  # noqa: F401  (must precede the TensorFlow import)
-
+from tf_mtvib import (
+    _env,  # noqa: F401  (must precede the TensorFlow import)
+    evaluation,
+    training,  # noqa: F401  (registers AdversarialTraining for loading saved models)
+)
 from tf_mtvib.layers import (
     AmortizedClassifier,
     BayesianDense,
@@ -15,17 +18,15 @@ from tf_mtvib.models import (
     VMTL,
     MultiDomainClassifier,
     MultiTaskVIB,
-    build_vmtl_system,
     build_gs,
     build_model,
     build_mtvib,
     build_stl,
     build_stvib,
     build_uwl,
+    build_vmtl_system,
     small_alexnet,
 )
-from tf_mtvib import evaluation
-from tf_mtvib import training  # noqa: F401  (registers AdversarialTraining for loading saved models)
 from tf_mtvib.tasks import Task, multi_digit_tasks
 
 __version__ = "0.1.0"

@@ -68,7 +68,9 @@ class MultiConfig(tfds.core.BuilderConfig):
 class _MultiBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = _VERSION
     NAME_IN_PACKAGE = None  # 'multimnist' / 'multifashion'
-    BUILDER_CONFIGS = [MultiConfig(name="default", description="120,000 / 10,000 examples, seed 0: `load_task_data`'s default.")]
+    BUILDER_CONFIGS = [
+        MultiConfig(name="default", description="120,000 / 10,000 examples, seed 0: `load_task_data`'s default.")
+    ]
 
     def _info(self):
         features = {
@@ -156,7 +158,9 @@ class Mtfl(tfds.core.GeneratorBasedBuilder):
 class DomainsConfig(tfds.core.BuilderConfig):
     """A VMTL task set (arguments of `tf_mtvib.data.domains.load_domains`)."""
 
-    def __init__(self, *, domains=domains.DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=1800, seed=0, **kwargs):
+    def __init__(
+        self, *, domains=domains.DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=1800, seed=0, **kwargs
+    ):
         kwargs.setdefault("name", "-".join(domains) + f"-{train_fraction}-{examples_per_task}-seed{seed}")
         kwargs.setdefault("version", _VERSION)
         super().__init__(**kwargs)
@@ -186,7 +190,9 @@ class VmtlDomains(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         config = self.builder_config
         mnist_dir = str(dl_manager.manual_dir) if any(d != "digits" for d in config.domains) else None
-        data = domains.load_domains(config.domains, config.train_fraction, config.examples_per_task, mnist_dir, config.seed)
+        data = domains.load_domains(
+            config.domains, config.train_fraction, config.examples_per_task, mnist_dir, config.seed
+        )
         self.info.metadata["data_sources"] = data.sources
         return {
             "train": self._generate_examples(data.x_train, data.task_train, data.y_train),

@@ -219,7 +219,12 @@ def make_tuner(hypermodel, tuner="random", max_trials=10, directory="runs/tune",
 def best_trial_summary(tuner, num_trials=1):
     """`[{"trial_id", "score", "hyperparameters"}]` of the best trials."""
     return [
-        {"trial_id": t.trial_id, "score": None if t.score is None else float(t.score),
-         "hyperparameters": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in t.hyperparameters.values.items()}}
+        {
+            "trial_id": t.trial_id,
+            "score": None if t.score is None else float(t.score),
+            "hyperparameters": {
+                k: (v.item() if isinstance(v, np.generic) else v) for k, v in t.hyperparameters.values.items()
+            },
+        }
         for t in tuner.oracle.get_best_trials(num_trials)
     ]

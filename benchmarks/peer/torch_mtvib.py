@@ -73,7 +73,9 @@ class SmallAlexNet(nn.Module):
         stem = []
         channels = INPUT_SHAPE[0]
         for _ in range(2):
-            stem += [nn.Conv2d(channels, 64, 3), nn.BatchNorm2d(64, BN_EPSILON, BN_MOMENTUM), nn.ReLU(), nn.MaxPool2d(2)]
+            stem += [
+                nn.Conv2d(channels, 64, 3), nn.BatchNorm2d(64, BN_EPSILON, BN_MOMENTUM), nn.ReLU(), nn.MaxPool2d(2)
+            ]
             channels = 64
         self.stem = nn.Sequential(*stem)
         layers, self.out_features = _dense_bn_relu(7 * 7 * 64, widths)

@@ -133,9 +133,13 @@ def tf_child(config):
         images = tf.constant(images)
         cache = attacks.AttackCache()  # timed calls reuse the first call's trace
         if name == "fgsm":
-            return lambda: attacks.fast_gradient_method(model, images, y=labels, cache=cache, **speed.FGSM_THROUGHPUT).numpy()
+            return lambda: attacks.fast_gradient_method(
+                model, images, y=labels, cache=cache, **speed.FGSM_THROUGHPUT
+            ).numpy()
         settings = {**speed.PGD_THROUGHPUT, **overrides}
-        return lambda: attacks.projected_gradient_descent(model, images, y=labels, seed=0, cache=cache, **settings).numpy()
+        return lambda: attacks.projected_gradient_descent(
+            model, images, y=labels, seed=0, cache=cache, **settings
+        ).numpy()
 
     if config.get("memory"):
         # One fit epoch of `memory_steps` batches, its cached input pipeline included.
@@ -170,7 +174,6 @@ def tf_child(config):
 
 def torch_child(config):
     import torch
-
     import torch_mtvib as peer
 
     peer.use_cores(config["torch_threads"])

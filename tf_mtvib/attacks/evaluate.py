@@ -128,9 +128,11 @@ def gradient_norms(model, x, y, tasks=None, task_weights=None, batch_size=500, s
         yb = {t: np.asarray(v)[start: start + batch_size] for t, v in y.items()}
         fn, names, weights, labels, kinds = g.setup(model, xb, yb, tasks, task_weights, stochastic)
 
-        def build():
-            def norm(x, labels):
-                gradient, _ = g.loss_gradient(fn, x, labels, names, weights, kinds, eot_samples)
+        # cache.function calls build() at once, only for a new key: names, weights and stochastic are in the
+        # key, and fn and kinds follow from (model, stochastic), which the cache keys on too.
+        def build(fn=fn, names=names, weights=weights, kinds=kinds):
+            def norm(x, batch_labels):
+                gradient, _ = g.loss_gradient(fn, x, batch_labels, names, weights, kinds, eot_samples)
                 return tf.norm(tf.reshape(gradient, [tf.shape(x)[0], -1]), axis=1)
 
             return norm
@@ -174,10 +176,16 @@ def write_sweep(rows, out_dir, title="accuracy under attack"):
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for axis, (attack, tasks) in zip(axes[0], panels):
         for mode in sorted({r["mode"] for r in rows}):
-            chosen = sorted((r for r in rows if (r["attack"], r["tasks"], r["mode"]) == (attack, tasks, mode)), key=lambda r: r["eps"])
+            chosen = sorted(
+                (r for r in rows if (r["attack"], r["tasks"], r["mode"]) == (attack, tasks, mode)),
+                key=lambda r: r["eps"],
+            )
             for k in keys:
                 style = "-" if mode == "mean" else "--"
-                axis.plot([r["eps"] for r in chosen], [100 * r["accuracy"][k] for r in chosen], style, marker="o", label=f"{k} ({mode})")
+                axis.plot(
+                    [r["eps"] for r in chosen], [100 * r["accuracy"][k] for r in chosen], style, marker="o",
+                    label=f"{k} ({mode})",
+                )
         axis.set_title(f"{attack.upper()} on {tasks}")
         axis.set_xlabel("eps")
         axis.set_ylabel("accuracy (%)")

@@ -27,7 +27,9 @@ def model_callable(model, stochastic=False):
     if isinstance(model, keras.Model):
         if stochastic:
             if not getattr(model, "bottlenecks", None):
-                raise ValueError(f"`stochastic=True` needs a model with a Gaussian bottleneck; {model.name!r} has none.")
+                raise ValueError(
+                    f"`stochastic=True` needs a model with a Gaussian bottleneck; {model.name!r} has none."
+                )
             return lambda x: model(x, training=False, latent_samples=1)
         return lambda x: model(x, training=False)
     if stochastic:
@@ -141,7 +143,9 @@ def random_start(shape, eps, norm, seed, dtype):
     axes = list(range(1, len(shape)))
     direction /= tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(direction), axes, keepdims=True), _TINY))
     dims = tf.cast(tf.reduce_prod(shape[1:]), dtype)
-    radius = tf.random.stateless_uniform(tf.concat([shape[:1], tf.ones([len(shape) - 1], tf.int32)], 0), seed + 1, dtype=dtype)
+    radius = tf.random.stateless_uniform(
+        tf.concat([shape[:1], tf.ones([len(shape) - 1], tf.int32)], 0), seed + 1, dtype=dtype
+    )
     return eps * direction * radius ** (1.0 / dims)
 
 

@@ -17,7 +17,6 @@ import tensorflow as tf
 from tf_mtvib.attacks import gradients as g
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Threat:
     """The allowed inputs: the `norm`-ball of radius `eps` around x, inside

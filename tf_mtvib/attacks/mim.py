@@ -30,7 +30,9 @@ def momentum_iterative_method(model_fn, x, eps=0.3, eps_iter=0.06, nb_iter=10, n
 
     def build():
         def attack(x, labels, eps, eps_iter):
-            return loop.iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter, nb_iter, rule)
+            return loop.iterate(
+                fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter, nb_iter, rule
+            )
 
         return attack
 

@@ -45,7 +45,9 @@ def projected_gradient_descent(model_fn, x, eps=0.3, eps_iter=0.01, nb_iter=40, 
             best, best_loss = None, None
             for restart in range(restarts):
                 start = (
-                    g.random_start(tf.shape(x), eps, norm, seed_pairs[restart], x.dtype) if rand_init else tf.zeros_like(x)
+                    g.random_start(tf.shape(x), eps, norm, seed_pairs[restart], x.dtype)
+                    if rand_init
+                    else tf.zeros_like(x)
                 )
                 if restarts == 1:  # no restart to compare with: skip the final loss evaluation
                     return loop.iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, eps_iter,

@@ -121,7 +121,9 @@ def load_domains(domains=DEFAULT_DOMAINS, train_fraction=0.1, examples_per_task=
         sources["mnist"] = source.record()
         images, labels = idx.read_source("mnist", source)["train"]
         if examples_per_task * len(mnist_domains) > len(images):
-            raise ValueError(f"`examples_per_task`={examples_per_task} is too large for {len(mnist_domains)} MNIST domains.")
+            raise ValueError(
+                f"`examples_per_task`={examples_per_task} is too large for {len(mnist_domains)} MNIST domains."
+            )
         order = rng.permutation(len(images))
     parts = {"train": [], "test": []}
     next_mnist = 0

@@ -89,7 +89,10 @@ def _split_lines(root, split, num_train, num_test, seed):
             f"and num_test={num_test} (the paper's split needs 10,000)."
         )
     order = np.random.default_rng(seed).permutation(len(pool))
-    return {"test": [pool[i] for i in order[:num_test]], "train": [pool[i] for i in order[num_test: num_test + num_train]]}
+    return {
+        "test": [pool[i] for i in order[:num_test]],
+        "train": [pool[i] for i in order[num_test: num_test + num_train]],
+    }
 
 
 def load_mtfl(root, image_size=IMAGE_SIZE, split="random", num_train=None, num_test=None, seed=0):

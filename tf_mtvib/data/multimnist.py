@@ -110,7 +110,9 @@ def load_multi(name, data_dir=None, cache_dir=None, num_train=None, num_test=Non
     result = generate(idx.read_source(SOURCES[name], source), sizes, seed)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, recipe=json.dumps(recipe), **{f"{p}_{s}": result[s][i] for s in result for i, p in enumerate("xy")})
+            np.savez(
+                f, recipe=json.dumps(recipe), **{f"{p}_{s}": result[s][i] for s in result for i, p in enumerate("xy")}
+            )
     return result, source
 
 
@@ -154,7 +156,9 @@ def sample_source():
     """The `idx.Source` of the embedded sample (the .npz inside the package)."""
     ref = importlib.resources.files("tf_mtvib.data").joinpath(SAMPLE_FILE)
     with importlib.resources.as_file(ref) as path:
-        return idx.Source(os.path.dirname(os.path.abspath(path)), "tf_mtvib package", {SAMPLE_FILE: idx.file_sha256(path)})
+        return idx.Source(
+            os.path.dirname(os.path.abspath(path)), "tf_mtvib package", {SAMPLE_FILE: idx.file_sha256(path)}
+        )
 
 
 def write_sample(path, data_dir=None, num_train=5000, num_test=1000, seed=2024):

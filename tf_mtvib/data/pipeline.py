@@ -63,7 +63,10 @@ def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test
             raw = multimnist.load_sample()
             sources = {"sample": multimnist.sample_source()}
             if num_train or num_test:
-                raw = {"train": tuple(a[:num_train] for a in raw["train"]), "test": tuple(a[:num_test] for a in raw["test"])}
+                raw = {
+                    "train": tuple(a[:num_train] for a in raw["train"]),
+                    "test": tuple(a[:num_test] for a in raw["test"]),
+                }
         else:
             raw, found = multimnist.load_multi(name, data_dir, cache_dir, num_train, num_test, seed, allow_download)
             sources = {multimnist.SOURCES[name]: found}

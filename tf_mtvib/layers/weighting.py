@@ -8,7 +8,7 @@ from tf_mtvib.tasks import KINDS
 
 def _stack_task_losses(task_losses, num_tasks):
     if isinstance(task_losses, (list, tuple)):
-        task_losses = ops.stack([ops.convert_to_tensor(l) for l in task_losses])
+        task_losses = ops.stack([ops.convert_to_tensor(loss) for loss in task_losses])
     if task_losses.shape[-1] != num_tasks:
         raise ValueError(
             f"Expected {num_tasks} task losses, received shape {task_losses.shape}."

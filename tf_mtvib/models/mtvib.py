@@ -12,6 +12,7 @@ from tf_mtvib.distribute import scale_to_replicas
 from tf_mtvib.layers.weighting import FixedWeighting, UncertaintyWeighting
 from tf_mtvib.tasks import Task, as_tasks
 
+
 def _per_task(value, tasks, what):
     """Accepts one object shared by all tasks or a dict keyed by task name."""
     if isinstance(value, dict):

@@ -277,7 +277,10 @@ class VMTL(MultiDomainModel):
         loc, scale = self._amortized_params(code_means)
         loc_b = ops.einsum("tcd,bt->bcd", loc, task_onehot)
         scale_b = ops.einsum("tcd,bt->bcd", scale, task_onehot)
-        return ops.einsum("...bd,bcd->...bc", z, loc_b), ops.einsum("...bd,bcd->...bc", ops.square(z), ops.square(scale_b))
+        return (
+            ops.einsum("...bd,bcd->...bc", z, loc_b),
+            ops.einsum("...bd,bcd->...bc", ops.square(z), ops.square(scale_b)),
+        )
 
     def _w_posterior_params(self, code_means):
         """Every task's q(w_t) flattened: loc and scale `(T, P)`."""
