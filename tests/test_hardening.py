@@ -59,16 +59,13 @@ def _truncate(path, keep=200):
 
 
 def _fails_cleanly(argv, capsys, *fragments):
-    """Runs the CLI in-process; asserts a non-zero exit whose message holds
-    every fragment and no traceback."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as stop:
-        code, message = 1, str(stop.code)
-    else:
-        message = capsys.readouterr().err
-    assert code not in (0, None)
-    assert message.startswith("tf-mtvib:") and "Traceback" not in message
+    """Runs the CLI in-process; asserts exit status 2 and a one-line
+    `tf-mtvib: ...` message on stderr that holds every fragment, no traceback."""
+    capsys.readouterr()
+    code = cli.main(argv)
+    message = capsys.readouterr().err
+    assert code == 2, (code, message)
+    assert message.startswith("tf-mtvib:") and "Traceback" not in message, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     return message
