@@ -25,9 +25,11 @@ import os
 import platform
 import time
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 
-import tf_mtvib  # noqa: F401  (sets the oneDNN default before TensorFlow)
 from tf_mtvib import attacks
 from tf_mtvib.data import atomic
 from tf_mtvib.data.pipeline import load_task_data, make_dataset

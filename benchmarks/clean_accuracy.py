@@ -19,10 +19,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tf_mtvib  # noqa: E402,F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras  # noqa: E402
 from paper_tables import TABLES  # noqa: E402
 
-import tf_mtvib  # noqa: E402,F401  (sets the oneDNN default before TensorFlow)
 from tf_mtvib.data import atomic  # noqa: E402
 from tf_mtvib.data.pipeline import load_task_data, make_dataset  # noqa: E402
 from tf_mtvib.evaluation import task_accuracies  # noqa: E402

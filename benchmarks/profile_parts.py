@@ -6,6 +6,9 @@ forward + backward + Adam) of parts of the Table I model.
 
 import time
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 import tensorflow as tf
 

@@ -33,12 +33,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tf_mtvib  # noqa: E402,F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from paper_tables import ETAS, TABLES  # noqa: E402
 from speed import ATTACK_BATCH, FGSM_THROUGHPUT, PGD_THROUGHPUT  # noqa: E402
 
-import tf_mtvib  # noqa: E402,F401
 from tf_mtvib import attacks  # noqa: E402
 from tf_mtvib.data import atomic  # noqa: E402
 from tf_mtvib.data.pipeline import load_task_data  # noqa: E402

@@ -15,10 +15,12 @@ import os
 import platform
 import time
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 import numpy as np
 
-import tf_mtvib  # noqa: F401  (process settings before TensorFlow)
 from tf_mtvib.data import atomic
 from tf_mtvib.data.domains import load_domains, make_domain_dataset
 from tf_mtvib.evaluation import domain_accuracies

@@ -7,10 +7,12 @@ weights the prior uses. Shows why the prior ablations score alike (RESULTS.md).
 
 import argparse
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 import numpy as np
 
-import tf_mtvib  # noqa: F401  (process settings before TensorFlow)
 from tf_mtvib.data.domains import load_domains, make_domain_dataset
 from tf_mtvib.models.vmtl import build_vmtl_system
 from tf_mtvib.training import TemperatureAnnealing

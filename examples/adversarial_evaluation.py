@@ -7,9 +7,11 @@ and the gradient-norm vulnerability measure (MTRobust Theorem 1).
 
 import argparse
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 
-import tf_mtvib  # noqa: F401  (registers the layers for loading)
 from tf_mtvib import attacks
 from tf_mtvib.data.pipeline import load_task_data
 

@@ -7,6 +7,9 @@
 
 import argparse
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 
 import tf_mtvib as tm

@@ -10,9 +10,11 @@ import argparse
 import subprocess
 import sys
 
+import tf_mtvib  # noqa: F401  (first: turns TensorFlow's oneDNN kernels on before keras loads it)
+
+# isort: split
 import keras
 
-import tf_mtvib  # noqa: F401
 from tf_mtvib.export import export_savedmodel
 
 parser = argparse.ArgumentParser()

@@ -147,3 +147,19 @@ def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, ca
     assert history["temperature"][50] < history["temperature"][49] or history["temperature"][50] == 0.5
     assert cli.main(["train", "--model", "vmtl", "--dataset", "sample", "--out", str(tmp_path / "x")]) == 2
     assert "needs --dataset domains" in capsys.readouterr().err
+
+
+def test_each_family_fills_in_its_own_defaults_for_flags_left_out():
+    from tf_mtvib.cli import families
+
+    expected = {
+        "sample": {"model": "mtvib", "epochs": 1, "latent_dim": 256, "lr": 1e-4, "beta": 1e-3, "batch_size": 200},
+        "domains": {"model": "vmtl", "epochs": 50, "latent_dim": 128, "lr": 1e-3},
+    }
+    for dataset, defaults in expected.items():
+        args = cli.build_parser().parse_args(["train", "--dataset", dataset])
+        families.for_dataset(dataset).fill_defaults(args)
+        assert {k: getattr(args, k) for k in defaults} == defaults
+    given = cli.build_parser().parse_args(["train", "--dataset", "domains", "--model", "vstl", "--epochs", "3"])
+    families.for_dataset("domains").fill_defaults(given)
+    assert (given.model, given.epochs) == ("vstl", 3)

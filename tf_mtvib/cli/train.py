@@ -17,10 +17,11 @@ ADVERSARIAL_DEFAULTS = {"adv_eps": 0.1, "adv_steps": 7, "adv_fraction": 1.0, "ad
 def add_parser(subparsers):
     mtvib, vmtl = families.MTVIB.defaults, families.VMTL.defaults
     train = subparsers.add_parser("train", help="train a model and evaluate it on the test split")
-    train.add_argument("--model", default="mtvib",
+    train.add_argument("--model", default=None,
                        choices=families.MTVIB.models + tuple(m for m in families.VMTL.models
                                                              if m not in families.MTVIB.models),
-                       help="MTVIB-paper systems, or with --dataset domains the VMTL-paper systems")
+                       help=f"MTVIB-paper systems (default {mtvib['model']}), or with --dataset domains the "
+                            f"VMTL-paper systems (default {vmtl['model']})")
     train.add_argument("--dataset", default="sample", choices=families.DATASETS)
     train.add_argument("--data-dir", default=None,
                        help="folder with the IDX files (or the MTFL folder); default $TF_MTVIB_DATA")

@@ -23,7 +23,7 @@ class MTVIBFamily(ModelFamily):
 
     models = ("mtvib", "uwl", "gs", "stl", "stvib")
     datasets = ("sample", "multimnist", "multifashion", "mtfl")
-    defaults: ClassVar[dict] = {"epochs": 1, **PAPER_SETTINGS}
+    defaults: ClassVar[dict] = {"model": "mtvib", "epochs": 1, **PAPER_SETTINGS}
     # Flags that say where and how a run is made, not what it is: left out of
     # config.json, so that a resumed run may change them.
     UNRECORDED = ("command", "out", "overwrite", "verbose", "strategy")

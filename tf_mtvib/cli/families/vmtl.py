@@ -15,7 +15,7 @@ class VMTLFamily(ModelFamily):
     models = ("stl", "bmtl", "vstl", "vmtl", "vmtl-ac", "vmtl-mean", "vmtl-learned-weights")
     datasets = ("domains",)
     # benchmarks/vmtl_domains.py's settings (RESULTS.md), under which every system of the family trains well.
-    defaults: ClassVar[dict] = {"epochs": 50, "latent_dim": 128, "lr": 1e-3}
+    defaults: ClassVar[dict] = {"model": "vmtl", "epochs": 50, "latent_dim": 128, "lr": 1e-3}
     # Its epochs last about a second, and saving a model takes a fraction of one.
     checkpoint_interval = 10.0
     # Systems without variational priors: no KL weight or temperature to schedule.
