@@ -115,6 +115,21 @@ def report(results, cpu, system, quick):
     return "\n".join(lines)
 
 
+def memory_report(results):
+    lines = [f"CPU: {results['cpu']['model']}, {results['cpu']['cpus']} logical CPUs; load average before "
+             f"{results['load_average_before']}", "",
+             "| workload, batch | peak RSS, MiB (before) tf_mtvib | PyTorch | first / second call, s tf_mtvib "
+             "| PyTorch |", "| --- | --- | --- | --- | --- |"]
+    for name, by_framework in results["memory"].items():
+        memory = next(iter(by_framework.values()))
+        label = "fit / train step" if name == "fit" else f"PGD-{memory['nb_iter']} (EOT {memory['eot_samples']})"
+        cells = [f"{m['peak_rss_mib']:,.0f} ({m['rss_before_mib']:,.0f})" for m in by_framework.values()]
+        calls = [f"{m['first_call_seconds']:.1f} / {m['second_call_seconds']:.1f}" if "first_call_seconds" in m
+                 else "-" for m in by_framework.values()]
+        lines.append(f"| {label}, {memory['batch']} | " + " | ".join(cells + calls) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=("mtvib", "uwl"), default="mtvib")
@@ -124,6 +139,8 @@ def main():
                              + ", ".join(f"{k} {v[2]}" for k, v in WORKLOADS.items()))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--eot-samples", type=int, default=1, help="EOT passes per PGD-40 step (memory run)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak-memory and PGD-40 trace-time subprocesses (no timing windows)")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                         help="PyTorch intra-op threads (default: all logical CPUs)")
     parser.add_argument("--quick", action="store_true", help="tiny batches and 1 step per window: a smoke run")
@@ -143,13 +160,14 @@ def main():
         # PyTorch's OpenMP threads collapse on a loaded CPU far more than TensorFlow's pool.
         print(f"warning: load average {results['load_average_before'][0]:.1f} before the run; "
               "the ratios of a busy machine are not the frameworks'", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        check_path = os.path.join(scratch, "keras_weights.npz")
-        for framework in ("tf_mtvib", "pytorch"):
-            print(f"== {framework}: timing", file=sys.stderr, flush=True)
-            results[framework] = run_child(framework, {**config, "check_path": check_path})
-    verify(results["tf_mtvib"], results["pytorch"])
-    if not args.no_memory:
+    if not args.memory_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            check_path = os.path.join(scratch, "keras_weights.npz")
+            for framework in ("tf_mtvib", "pytorch"):
+                print(f"== {framework}: timing", file=sys.stderr, flush=True)
+                results[framework] = run_child(framework, {**config, "check_path": check_path})
+        verify(results["tf_mtvib"], results["pytorch"])
+    if not args.no_memory or args.memory_only:
         memory_batches = {"fit": 16, "pgd40": 20} if args.quick else MEMORY
         results["memory"] = {}
         for name in MEMORY:
@@ -161,7 +179,7 @@ def main():
                 results["memory"].setdefault(name, {})[framework] = run_child(framework, memory_config)["memory"]
     results["seconds"] = time.time() - started
     results["load_average_after"] = os.getloadavg()
-    text = report(results, cpu, args.system, args.quick)
+    text = memory_report(results) if args.memory_only else report(results, cpu, args.system, args.quick)
     results["table"] = text
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
