@@ -22,9 +22,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def worker(args):
+    # First, so that TensorFlow loads with the package's oneDNN setting (tf_mtvib/_env.py).
+    import tf_mtvib as tm
+
+    # isort: split
     import keras
 
-    import tf_mtvib as tm
     from tf_mtvib import distribute
     from tf_mtvib.data.pipeline import load_task_data, make_dataset
 

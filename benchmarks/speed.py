@@ -96,9 +96,12 @@ def matmul_ceiling(size=2048, repeats=5, dtype="float32"):
 
 
 def child(config):
+    # First, so that TensorFlow loads with the package's oneDNN setting (tf_mtvib/_env.py).
+    import tf_mtvib as tm
+
+    # isort: split
     import keras
 
-    import tf_mtvib as tm
     from tf_mtvib.data.pipeline import load_task_data, make_dataset
 
     data = load_task_data("sample")

@@ -228,6 +228,8 @@ def test_vmtl_family_image_models_reject_0_255_images_and_feature_models_take_an
     assert keras.models.load_model(tmp_path / "vmtl.keras").input_range == (0.0, 1.0)
     features = build_vmtl_system("bmtl", 2, 3, (5,))
     assert features.input_range is None
+    with pytest.raises(ValueError, match=r"`input_range` must be \(min, max\) with min < max, received input_range"):
+        build_vmtl_system("bmtl", 2, 3, (5,), input_range=(1.0, 0.0))
     assert features.predict({"images": 40 * rng.normal(size=(4, 5)).astype("float32"), "task": task},
                             verbose=0).shape == (4, 3)
 

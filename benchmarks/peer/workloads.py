@@ -100,10 +100,13 @@ def export_check(model_builder, tasks, path):
 
 
 def tf_child(config):
+    # First, so that TensorFlow loads with the package's oneDNN setting (tf_mtvib/_env.py).
+    import tf_mtvib as tm
+
+    # isort: split
     import keras
     import tensorflow as tf
 
-    import tf_mtvib as tm
     from tf_mtvib import attacks
     from tf_mtvib.data.pipeline import make_dataset
 
@@ -112,8 +115,10 @@ def tf_child(config):
     model = builder(tasks, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    # The bottleneck's KL weight (beta) is a scalar variable, not a parameter of the model.
+    statistics_count = sum(int(w.numpy().size) for w in model.non_trainable_weights if w.name != "kl_weight")
     result = {"version": f"tensorflow {tf.__version__}, keras {keras.__version__}",
-              "parameters": [trainable, model.count_params() - trainable],
+              "parameters": [trainable, statistics_count],
               "flops_per_image": speed.training_flops_per_image(model)}
     steps, batches = config["steps"], config["batches"]
 

@@ -108,6 +108,15 @@ def check_labels(y, tasks, num_examples, require_all=True):
     return y
 
 
+def as_value_range(value_range, name="value_range"):
+    """`(min, max)` as floats, or None (any finite value); refuses anything else."""
+    if value_range is None:
+        return None
+    if len(value_range) != 2 or not value_range[0] < value_range[1]:
+        raise ValueError(f"`{name}` must be (min, max) with min < max, received {name}={value_range!r}.")
+    return float(value_range[0]), float(value_range[1])
+
+
 def check_value_range(x, value_range, name="x"):
     """Checks that every value of `x` lies in the model's `value_range = (min, max)`
     (`None`: any finite value)."""

@@ -106,11 +106,7 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
         self.tasks = as_tasks(tasks)
         self.task_names = [t.name for t in self.tasks]
         self.example_shape = tuple(input_shape) if input_shape is not None else None
-        if input_range is not None:
-            if len(input_range) != 2 or not input_range[0] < input_range[1]:
-                raise ValueError(f"`input_range` must be (min, max) with min < max, received {input_range!r}.")
-            input_range = (float(input_range[0]), float(input_range[1]))
-        self.input_range = input_range
+        self.input_range = validation.as_value_range(input_range, "input_range")
 
         # === Layers ===
         self.encoder = _per_task(encoder, self.tasks, "encoder")

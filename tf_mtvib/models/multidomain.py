@@ -64,11 +64,7 @@ class MultiDomainModel(validation.DataChecks, keras.Model):
         self.num_tasks = num_tasks
         self.num_classes = num_classes
         self.example_shape = tuple(input_shape) if input_shape is not None else None
-        if input_range is not None:
-            if len(input_range) != 2 or not input_range[0] < input_range[1]:
-                raise ValueError(f"`input_range` must be (min, max) with min < max, received {input_range!r}.")
-            input_range = (float(input_range[0]), float(input_range[1]))
-        self.input_range = input_range
+        self.input_range = validation.as_value_range(input_range, "input_range")
         self.task_names = list(task_names) if task_names else [f"task_{t}" for t in range(num_tasks)]
         if len(self.task_names) != num_tasks:
             raise ValueError(f"`task_names` must name {num_tasks} tasks, received {self.task_names}.")
