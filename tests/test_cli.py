@@ -137,6 +137,16 @@ def test_vmtl_on_domains_trains_evaluates_and_is_attacked(data_dir, tmp_path, ca
     assert [r["eps"] for r in rows] == [0.0, 0.2]
     assert rows[0]["accuracy"]["average"] == pytest.approx(metrics["test_accuracy"]["average"], abs=1e-6)
     assert rows[1]["accuracy"]["average"] <= rows[0]["accuracy"]["average"]
+    capsys.readouterr()
+    assert cli.main(["robustness", str(run), "--eps", "0", "--num-test", "20", "--out", str(tmp_path / "few")]) == 0
+    few = json.loads((tmp_path / "few" / "robustness.json").read_text())
+    assert set(few[0]["accuracy"]) == {"mnist", "rotated", "digits", "average"}  # 20 of each task
+    # Flags that would do nothing on a domains run are refused, naming the flag.
+    for refused, name in ((["robustness", str(run), "--modes", "sampled"], "--modes"),
+                          (["robustness", str(run), "--task-sets", "mnist"], "--task-sets"),
+                          (["evaluate", str(run), "--mc-samples", "4"], "--mc-samples")):
+        assert cli.main(refused) == 2
+        assert capsys.readouterr().err.startswith(f"tf-mtvib: {name}")
     # Interrupted after its last checkpoint: the same command with more epochs continues the schedules.
     os.remove(run / "model.keras")
     os.remove(run / "metrics.json")

@@ -19,7 +19,8 @@ def add_parser(subparsers):
                             help="attacked task sets, tasks joined by ',' (default: each task and all)")
     robustness.add_argument("--modes", nargs="+", choices=("mean", "sampled"), default=None,
                             help="model modes scored (default: both when variational)")
-    robustness.add_argument("--num-test", type=int, default=None)
+    robustness.add_argument("--num-test", type=int, default=None,
+                            help="test images used (default: all; with --dataset domains runs, per task)")
     robustness.add_argument("--batch-size", type=int, default=500)
     robustness.add_argument("--out", default=None, help="folder for the table and plot (default RUN_DIR/robustness)")
 

@@ -2,7 +2,7 @@
 
 from typing import ClassVar
 
-from tf_mtvib.cli.arguments import require_in_unit_interval, require_non_negative, require_positive
+from tf_mtvib.cli.arguments import flag, require_in_unit_interval, require_non_negative, require_positive
 from tf_mtvib.cli.errors import CommandError
 from tf_mtvib.cli.families.base import Evaluation, ModelFamily
 
@@ -86,17 +86,35 @@ class VMTLFamily(ModelFamily):
         return domain_accuracies(model, data, batch_size=batch_size)
 
     def evaluation(self, model, config, data, args):
+        if args.mc_samples != 1:
+            raise CommandError(
+                f"--mc-samples averages the latent samples of MTVIB-family runs; {config['model']} on domains "
+                f"predicts from its posterior means, received --mc-samples {args.mc_samples}."
+            )
         accuracies = self.evaluate(model, data, args.batch_size)
         return Evaluation(self.test_split_title(config), accuracies, "eval.json", {"test_accuracy": accuracies})
 
     def check_attack(self, model, config, args):
         raise CommandError("runs on --dataset domains are attacked with `tf-mtvib robustness RUN_DIR --eps ...`.")
 
+    def check_robustness(self, model, config, args):
+        # Each example is attacked through its own task's classifier (VMTL Appendix B.5): there are
+        # no task sets to choose, and the sweep scores the posterior means only.
+        for name in ("task_sets", "modes"):
+            if getattr(args, name) is not None:
+                raise CommandError(f"{flag(name)} applies to MTVIB-family runs; runs on --dataset domains attack "
+                                   f"each example through its own task, received {flag(name)} {getattr(args, name)}.")
+
     def robustness(self, model, config, data, args):
+        import numpy as np
+
         from tf_mtvib.attacks import task_indexed_sweep
 
+        # The test split is stored task after task: --num-test keeps the first examples of each task.
+        keep = np.concatenate([np.flatnonzero(data.task_test == t)[: args.num_test]
+                               for t in range(len(data.task_names))])
         rows = []
         for attack in args.attacks:
-            rows += task_indexed_sweep(model, data.x_test, data.task_test, data.y_test, args.eps, attack=attack,
-                                       batch_size=args.batch_size, nb_iter=args.nb_iter)
+            rows += task_indexed_sweep(model, data.x_test[keep], data.task_test[keep], data.y_test[keep],
+                                       args.eps, attack=attack, batch_size=args.batch_size, nb_iter=args.nb_iter)
         return rows, {}
