@@ -8,6 +8,15 @@ under <out>/models/ for the robustness benchmarks. Finished runs are skipped, so
 interrupted benchmark continues where it stopped.
 
     python benchmarks/clean_accuracy.py --epochs 2 --data-dir ../shared/data
+
+With --min-gain a run trains until every task's test accuracy gains less than
+--min-gain points per epoch, averaged over the last --window epochs, or until
+--epochs (MTVIB issue 10, item 4); it scores all test images after each epoch,
+keeps the models of the --snapshots epochs and of the last one, and resumes a
+killed run from its last finished epoch (keras BackupAndRestore):
+
+    python benchmarks/clean_accuracy.py --datasets multifashion --systems mtvib uwl --epochs 30 \
+        --min-gain 0.2 --snapshots 2 10 --data-dir ../shared/data --out benchmarks/out/converged
 """
 
 import argparse
@@ -31,6 +40,58 @@ from tf_mtvib.evaluation import task_accuracies  # noqa: E402
 from tf_mtvib.models import SYSTEMS, build_model  # noqa: E402
 
 
+class ConvergenceStop(keras.callbacks.Callback):
+    """Stops when every task's test accuracy gains less than `min_gain` points
+    per epoch over the last `window` epochs, and keeps the per-epoch test
+    accuracies in `log_path` (JSON), so a resumed run sees the epochs before it.
+
+    Also saves the model after each epoch listed in `snapshots` as
+    `snapshot_pattern.format(epoch=...)`.
+    """
+
+    def __init__(self, log_path, min_gain, window, snapshots=(), snapshot_pattern=None):
+        super().__init__()
+        self.log_path, self.min_gain, self.window = log_path, min_gain, window
+        self.snapshots, self.snapshot_pattern = set(snapshots), snapshot_pattern
+        self.epochs = {}
+        self.epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.log_path):
+            with open(self.log_path) as f:
+                self.epochs = {int(k): v for k, v in json.load(f).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        self.epochs[done] = {
+            k[len("val_"):]: float(v) for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy")
+        }
+        self.epochs[done]["seconds"] = time.time() - self.epoch_start  # training and scoring
+        self.epochs = {e: v for e, v in self.epochs.items() if e <= done}  # a resumed run may redo an epoch
+        atomic.write_json(self.log_path, {str(e): v for e, v in sorted(self.epochs.items())})
+        if done in self.snapshots and self.snapshot_pattern:
+            with atomic.atomic_path(self.snapshot_pattern.format(epoch=done), suffix=".keras") as tmp:
+                self.model.save(tmp)
+        if self.converged(done):
+            print(f"converged after epoch {done}: every task gained < {self.min_gain} points/epoch", flush=True)
+            self.model.stop_training = True
+
+    def gains(self, done):
+        """Points per epoch each task gained over the last `window` epochs (None before enough epochs)."""
+        if done - self.window not in self.epochs or done not in self.epochs:
+            return None
+        now, before = self.epochs[done], self.epochs[done - self.window]
+        tasks = [k for k in now if k in before and k not in ("joint_accuracy", "seconds")]
+        return {k: 100 * (now[k] - before[k]) / self.window for k in tasks}
+
+    def converged(self, done):
+        gains = self.gains(done)
+        return bool(gains) and all(g < self.min_gain for g in gains.values())
+
+
 def run_one(dataset, system, args, model_path):
     data = load_task_data(dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, num_train=args.num_train, seed=0)
     keras.utils.set_random_seed(args.seed)
@@ -43,8 +104,19 @@ def run_one(dataset, system, args, model_path):
         if args.track_test
         else None
     )
+    callbacks, stop = [], None
+    if args.min_gain is not None:
+        # Every test image is scored each epoch: the stopping rule needs gains of 0.2 points to stand out.
+        tracked = (data.x_test, data.y_test)
+        run_name = os.path.basename(model_path)[: -len(".keras")]
+        stop = ConvergenceStop(
+            os.path.join(args.out, f"{run_name}-epochs.json"), args.min_gain, args.window, args.snapshots,
+            os.path.join(args.out, "models", f"{run_name}-epoch{{epoch}}.keras"),
+        )
+        # BackupAndRestore first, so a resumed run restores the weights before the log is extended.
+        callbacks = [keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup", run_name)), stop]
     start = time.time()
-    history = model.fit(train, epochs=args.epochs, verbose=2, validation_data=tracked)
+    history = model.fit(train, epochs=args.epochs, verbose=2, validation_data=tracked, callbacks=callbacks)
     seconds = time.time() - start
     with atomic.atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)  # reused by the robustness benchmarks
@@ -56,12 +128,16 @@ def run_one(dataset, system, args, model_path):
         "train_examples": int(len(data.x_train)),
         "test_examples": int(len(data.x_test)),
         "train_seconds": seconds,
-        "images_per_second": args.epochs * len(data.x_train) / seconds,
+        "images_per_second": len(history.epoch) * len(data.x_train) / seconds,
         "test_accuracy": task_accuracies(model, data.x_test, data.y_test),
         "final_train_loss": float(history.history["loss"][-1]),
         "tracked_test_accuracy": {
             k: v for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")
         },
+        "epochs_trained": max(stop.epochs) if stop else args.epochs,
+        "per_epoch_test_accuracy": stop.epochs if stop else None,
+        "converged": stop.converged(max(stop.epochs)) if stop else None,
+        "seconds_note": "train_seconds covers the last process only when the run was resumed" if stop else None,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
     }
 
@@ -103,6 +179,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=None)
     parser.add_argument("--track-test", type=int, default=0, help="test images scored after every epoch (0: none)")
+    parser.add_argument("--min-gain", type=float, default=None,
+                        help="stop when every task gains fewer points per epoch than this (--epochs is the cap)")
+    parser.add_argument("--window", type=int, default=3, help="epochs the --min-gain rule averages over")
+    parser.add_argument("--snapshots", type=int, nargs="*", default=(2, 10), help="epochs whose models are kept")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "clean_accuracy"))

@@ -104,6 +104,49 @@ def test_eot_lowers_the_variance_of_the_sampled_gradient(sample_data):
     assert spread(8) < 0.4 * spread(1)
 
 
+@pytest.mark.parametrize("name", ["pgd", "mim"])
+def test_eot_over_a_deterministic_model_takes_the_same_steps_as_the_plain_attack(name, trained):
+    # Every pass gives the same gradient, so nb_iter steps along their mean are
+    # the plain attack's nb_iter steps: a miscounted loop (steps per pass, or
+    # one step per EOT group too few) would end elsewhere.
+    model, x, y = trained
+    x, y = x[:16], {k: v[:16] for k, v in y.items()}
+    attack = {"pgd": attacks.projected_gradient_descent, "mim": attacks.momentum_iterative_method}[name]
+    run = lambda eot: attack(  # noqa: E731
+        model, x, y=y, eps=0.1, eps_iter=0.02, nb_iter=4, clip_min=0.0, clip_max=1.0, eot_samples=eot,
+        **({"seed": 3} if name == "pgd" else {}),
+    ).numpy()
+    plain, with_eot = run(1), run(3)
+    assert np.abs(plain - x).max() > 0.05  # the attack moved
+    np.testing.assert_allclose(with_eot, plain, atol=1e-6)
+
+
+def test_compiled_eot_draws_anew_each_pass_and_its_graph_does_not_grow_with_the_passes(sample_data):
+    model = tm.build_mtvib(sample_data.tasks, seed=3)
+    model.bottleneck.scale_dense.bias.assign(np.full(256, 5.0, "float32"))
+    x = tf.constant(sample_data.x_test[:4])
+    labels = {k: v[:4] for k, v in sample_data.y_test.items()}
+    fn = g.model_callable(model, stochastic=True)
+    tasks, weights = ("top_left", "bottom_right"), (0.5, 0.5)
+    compiled = {
+        eot: tf.function(lambda x, eot=eot: g.loss_gradient(fn, x, labels, tasks, weights, eot_samples=eot)[0])
+        for eot in (1, 2, 8)
+    }
+
+    def graph_nodes(eot):
+        graph = compiled[eot].get_concrete_function(x).graph.as_graph_def()
+        return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+
+    # The passes run in one loop: 8 passes trace no more than 2 (a Python loop would trace 4x as much).
+    assert graph_nodes(8) < 1.1 * graph_nodes(2)
+
+    def spread(eot):
+        return np.stack([compiled[eot](x).numpy() for _ in range(8)]).var(axis=0).mean()
+
+    # Each pass inside the loop draws its own latent sample: averaging 8 of them lowers the variance.
+    assert spread(8) < 0.4 * spread(1)
+
+
 def test_same_seed_repeats_pgd_and_another_differs(trained):
     model, x, y = trained
     x, y = x[:8], {k: v[:8] for k, v in y.items()}

@@ -8,6 +8,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_mtvib as tm
 from tf_mtvib import cli
@@ -152,6 +153,19 @@ def test_every_entry_point_rejects_bad_data_with_one_message(sample_data, small_
         with pytest.raises(ValueError) as caught:
             call()
         assert message in str(caught.value), (name, str(caught.value))
+
+
+def test_predict_reads_a_dataset_of_images_alone_and_fit_still_needs_labels(sample_data, small_mtvib):
+    x = sample_data.x_test[:12]
+    images = tf.data.Dataset.from_tensor_slices(x).batch(5)
+    from_dataset, from_array = small_mtvib.predict(images, verbose=0), small_mtvib.predict(x, verbose=0)
+    for task in ("top_left", "bottom_right"):
+        np.testing.assert_allclose(from_dataset[task], from_array[task], atol=1e-5)
+    with pytest.raises(ValueError, match="must yield \\(x, labels\\)"):
+        small_mtvib.fit(images, verbose=0)
+    wrong_shape = tf.data.Dataset.from_tensor_slices(x[:, :30]).batch(5)
+    with pytest.raises(ValueError, match="images of shape"):
+        small_mtvib.predict(wrong_shape, verbose=0)
 
 
 def test_multi_domain_entry_points_check_tasks_labels_and_images():

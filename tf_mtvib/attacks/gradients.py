@@ -103,17 +103,32 @@ def loss_gradient(model_fn, x, labels, tasks, task_weights, kinds=None, eot_samp
 
     Shapes: gradient like `x`, loss `(batch,)`.
     """
-    gradient = tf.zeros_like(x)
-    loss = tf.zeros(tf.shape(x)[:1], x.dtype)
-    for _ in range(eot_samples):
+
+    def one_pass():
         with tf.GradientTape() as tape:
             tape.watch(x)
             sample_loss = attack_objective(model_fn(x), labels, tasks, task_weights, kinds)
             # Examples do not interact at inference, so the gradient of the sum
             # is each example's own gradient.
             total = tf.reduce_sum(sample_loss)
-        gradient += tape.gradient(total, x)
-        loss += tf.cast(sample_loss, x.dtype)
+        return tape.gradient(total, x), tf.cast(sample_loss, x.dtype)
+
+    if eot_samples == 1:
+        return one_pass()
+
+    def accumulate(i, gradient, loss):
+        pass_gradient, pass_loss = one_pass()
+        return i + 1, gradient + pass_gradient, loss + pass_loss
+
+    # A loop, not eot_samples copies of the model and its gradient in the graph, run
+    # one pass at a time (the passes are independent, and the loop would otherwise
+    # overlap them): one pass's activations are alive at a time, and tracing does
+    # not grow with EOT.
+    _, gradient, loss = tf.while_loop(
+        lambda i, *_: i < eot_samples, accumulate,
+        (tf.constant(0), tf.zeros_like(x), tf.zeros(tf.shape(x)[:1], x.dtype)),
+        maximum_iterations=eot_samples, parallel_iterations=1,
+    )
     return gradient / eot_samples, loss / eot_samples
 
 

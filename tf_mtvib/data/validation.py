@@ -177,9 +177,13 @@ def check_finite_weights(model, what=None):
         )
 
 
-def check_dataset_spec(dataset, tasks, input_shape):
-    """Checks the element structure of a `tf.data.Dataset` of `(x, labels)`."""
+def check_dataset_spec(dataset, tasks, input_shape, labeled=True):
+    """Checks the element structure of a `tf.data.Dataset` of `(x, labels)`
+    (with `labeled=False`, as `predict` reads it: `x` alone, or a tuple whose
+    labels are ignored)."""
     spec = dataset.element_spec
+    if not labeled:
+        spec = (spec[0] if isinstance(spec, tuple) else spec, None)
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise ValueError(
             "The dataset must yield (x, labels) or (x, labels, sample_weight), "
@@ -192,7 +196,8 @@ def check_dataset_spec(dataset, tasks, input_shape):
             f"The dataset yields images of shape {x_spec.shape} but the model "
             f"expects (batch, {', '.join(map(str, input_shape))})."
         )
-    labels_as_dict(y_spec, tasks)
+    if labeled:
+        labels_as_dict(y_spec, tasks)
 
 
 class DataChecks:
@@ -202,7 +207,8 @@ class DataChecks:
     message naming it instead of deep in TensorFlow; evaluation and attacks
     call the same `check_data`."""
 
-    def check_data(self, x, y=None, require_all_labels=True):
+    def check_data(self, x, y=None, require_all_labels=True, labeled=True):
+        """`labeled=False`: data for `predict`, whose datasets may yield `x` alone."""
         raise NotImplementedError
 
     def _check_validation_data(self, validation_data):
@@ -225,5 +231,5 @@ class DataChecks:
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self.check_data(x)
+        self.check_data(x, labeled=False)
         return super().predict(x, *args, **kwargs)

@@ -316,13 +316,14 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             self.joint_accuracy_tracker.update_state(ops.cast(joint, "float32"))
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def check_data(self, x, y=None, require_all_labels=True):
+    def check_data(self, x, y=None, require_all_labels=True, labeled=True):
         """Validates images (shape, finite, inside `input_range`) and, unless
-        None, their labels; a `tf.data.Dataset` by its element structure."""
+        None, their labels; a `tf.data.Dataset` by its element structure
+        (`x` alone is enough with `labeled=False`, as for `predict`)."""
         if self.example_shape is None or x is None:
             return
         if isinstance(x, tf.data.Dataset):
-            validation.check_dataset_spec(x, self.tasks, self.example_shape)
+            validation.check_dataset_spec(x, self.tasks, self.example_shape, labeled=labeled)
         elif isinstance(x, (np.ndarray, tf.Tensor)):
             x = validation.check_images(x, self.example_shape)
             validation.check_value_range(x, self.input_range)

@@ -85,7 +85,7 @@ class MultiDomainModel(validation.DataChecks, keras.Model):
         if self.example_shape is not None:
             self.build((None,) + self.example_shape)
 
-    def check_data(self, x, y=None, require_all_labels=True):
+    def check_data(self, x, y=None, require_all_labels=True, labeled=True):
         """Validates `{"images", "task"}` arrays and class labels (`DataChecks`)."""
         if self.example_shape is not None and isinstance(x, dict):
             validation.check_domain_data(x, y, self.example_shape, self.num_tasks, self.num_classes)
