@@ -153,7 +153,7 @@ def iterate(fn, x, labels, tasks, task_weights, kinds, objective, threat, eps, e
     # loop over the steps failed in TensorFlow 2.21's grappler at batch 500). The
     # EOT passes of a step do not depend on each other, so by default the loop would
     # run up to 10 of them at once, each with its own activations: one at a time
-    # cut the peak memory of PGD-40 with EOT 8 at batch 500 from 2,111 to 1,286 MiB.
+    # cut the peak memory of PGD with EOT 8 at batch 500 from 2,111 to 1,277 MiB.
     passes = nb_iter * eot_samples
     _, adversarial, _, _ = tf.while_loop(
         lambda k, *_: k < passes, step,
