@@ -46,7 +46,9 @@ class ConvergenceStop(keras.callbacks.Callback):
     accuracies in `log_path` (JSON), so a resumed run sees the epochs before it.
 
     Also saves the model after each epoch listed in `snapshots` as
-    `snapshot_pattern.format(epoch=...)`.
+    `snapshot_pattern.format(epoch=...)`. (keras' EarlyStopping watches one
+    metric's best value with a patience; this rule is a mean gain per epoch
+    over a window, required of every task.)
     """
 
     def __init__(self, log_path, min_gain, window, snapshots=(), snapshot_pattern=None):
@@ -187,6 +189,8 @@ def main():
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "clean_accuracy"))
     args = parser.parse_args()
+    if args.window < 1:
+        parser.error(f"--window must be a positive number of epochs, received {args.window}")
     results = []
     for dataset in args.datasets:
         for system in args.systems:
