@@ -168,6 +168,33 @@ def test_predict_reads_a_dataset_of_images_alone_and_fit_still_needs_labels(samp
         small_mtvib.predict(wrong_shape, verbose=0)
 
 
+def test_arrays_reach_keras_as_batches_without_autotuning_and_sample_weights_count(sample_data):
+    from tf_mtvib.data.pipeline import batches_of, make_dataset
+
+    model = _tiny_mtvib(sample_data.tasks)
+    model.compile(keras.optimizers.Adam(1e-2))
+    x, y = sample_data.x_test[:13], {k: v[:13] for k, v in sample_data.y_test.items()}
+    ours, keras_path = model.predict(x, batch_size=5, verbose=0), keras.Model.predict(model, x, batch_size=5, verbose=0)
+    for task in ours:
+        np.testing.assert_allclose(ours[task], keras_path[task], atol=1e-6)
+    # Weights 0 on the first 7 examples: a task's weighted loss and accuracy are those of the other 6.
+    weights = (np.arange(13) >= 7).astype("float32")
+    weighted = model.evaluate(x, y, sample_weight=weights, batch_size=13, verbose=0, return_dict=True)
+    through_keras = keras.Model.evaluate(model, x, y, sample_weight=weights, batch_size=13, verbose=0,
+                                         return_dict=True)
+    last_six = model.evaluate(x[7:], {k: v[7:] for k, v in y.items()}, batch_size=13, verbose=0, return_dict=True)
+    for task in ("top_left", "bottom_right"):
+        for metric in (f"{task}_loss", f"{task}_accuracy"):
+            assert weighted[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
+            assert through_keras[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
+    history = model.fit(sample_data.x_train[:40], {k: v[:40] for k, v in sample_data.y_train.items()},
+                        batch_size=20, epochs=1, verbose=0, validation_data=(x, y), validation_batch_size=4)
+    after = keras.Model.evaluate(model, x, y, batch_size=4, verbose=0, return_dict=True)
+    assert history.history["val_loss"][0] == pytest.approx(after["loss"], rel=1e-5)
+    for dataset in (batches_of(x, 5), make_dataset(x, y, 5)):
+        assert dataset.options().autotune.enabled is False
+
+
 def test_multi_domain_entry_points_check_tasks_labels_and_images():
     from tf_mtvib.data.domains import DomainData
     from tf_mtvib.models.vmtl import build_vmtl_system

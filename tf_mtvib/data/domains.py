@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mtvib.data import idx
+from tf_mtvib.data.pipeline import without_autotune
 
 DOMAINS = ("mnist", "rotated", "inverted", "digits")
 DEFAULT_DOMAINS = ("mnist", "rotated", "digits")
@@ -159,7 +160,9 @@ def make_domain_dataset(data, split="train", batch_size_per_task=32, seed=0):
     num_tasks = len(data.task_names)
     if split != "train":
         inputs = data.inputs("test")
-        return tf.data.Dataset.from_tensor_slices((inputs, data.y_test)).batch(num_tasks * batch_size_per_task)
+        return without_autotune(
+            tf.data.Dataset.from_tensor_slices((inputs, data.y_test)).batch(num_tasks * batch_size_per_task)
+        )
     per_task = []
     for t in range(num_tasks):
         mask = data.task_train == t
@@ -173,7 +176,7 @@ def make_domain_dataset(data, split="train", batch_size_per_task=32, seed=0):
         inputs = {k: tf.concat([b[0][k] for b in batches], 0) for k in ("images", "task")}
         return inputs, tf.concat([b[1] for b in batches], 0)
 
-    return tf.data.Dataset.zip(tuple(per_task)).map(concat).take(steps).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(tf.data.Dataset.zip(tuple(per_task)).map(concat).take(steps).prefetch(2))
 
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

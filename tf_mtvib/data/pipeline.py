@@ -82,14 +82,54 @@ def load_task_data(name, data_dir=None, cache_dir=None, num_train=None, num_test
                     {k: v.record() for k, v in sources.items()})
 
 
+def without_autotune(dataset):
+    """`dataset` with tf.data's autotuning off and Keras' sharding of in-memory data.
+
+    Why: with autotuning on (TF 2.21), deleting an iterator on a busy CPU
+    sometimes waits, apparently for the autotuner's next round (rounds start
+    10 ms apart and grow to 60 s apart). Keras deletes one at every epoch of a
+    finite data set and after every `predict` / `evaluate` call; on this
+    package's models the wait measured 0.2-3.3 s (benchmarks/RESULTS.md,
+    "Deleting tf.data iterators"). Pipelines over in-memory arrays have
+    nothing to tune.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def is_in_memory(data):
+    """True for a NumPy array or tensor, or a non-empty dict of them (lists,
+    which Keras and tf.data read differently, are not)."""
+    if isinstance(data, dict):
+        return bool(data) and all(is_in_memory(v) for v in data.values())
+    return isinstance(data, np.ndarray) or tf.is_tensor(data)
+
+
+def batches_of(arrays, batch_size):
+    """In-memory `arrays` (one, or a tuple such as `(x, y, sample_weight)`) as
+    an unshuffled, batched dataset without autotuning (see `without_autotune`):
+    what Keras' `predict` / `evaluate` build from arrays, minus the stalls."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, received batch_size={batch_size!r}.")
+    # Float arrays as float32 (Keras' floatx), as Keras' own array pipeline hands them over.
+    arrays = tf.nest.map_structure(
+        lambda a: a.astype(np.float32, copy=False) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a,
+        arrays,
+    )
+    return without_autotune(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(1))
+
+
 def make_dataset(x, y, batch_size, shuffle=False, seed=None, drop_remainder=False):
     """A `tf.data.Dataset` of `(x batch, {task: labels batch})`.
 
-    Shuffles with `seed` each epoch when `shuffle`, batches, and prefetches.
+    Shuffles with `seed` each epoch when `shuffle`, batches, and prefetches;
+    tf.data's autotuning is off (see `without_autotune`).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, received batch_size={batch_size!r}.")
     dataset = tf.data.Dataset.from_tensor_slices((x, dict(y)))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(2))

@@ -205,7 +205,9 @@ class DataChecks:
     `evaluate` and `predict` pass their NumPy / tensor data through
     `self.check_data(x, y)` before Keras sees it, so bad data fails with a
     message naming it instead of deep in TensorFlow; evaluation and attacks
-    call the same `check_data`."""
+    call the same `check_data`. In-memory data for `predict` / `evaluate` and
+    fit's `validation_data` go to Keras as batched datasets without tf.data
+    autotuning (`pipeline.batches_of`): same batches, no iterator stall."""
 
     def check_data(self, x, y=None, require_all_labels=True, labeled=True):
         """`labeled=False`: data for `predict`, whose datasets may yield `x` alone."""
@@ -220,16 +222,43 @@ class DataChecks:
     def fit(self, x=None, y=None, *args, **kwargs):
         import tensorflow as tf  # loaded already by the model; this module stays NumPy-only otherwise
 
+        from tf_mtvib.data import pipeline
+
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
         self.check_data(x, y)
-        self._check_validation_data(kwargs.get("validation_data"))
+        validation_data = kwargs.get("validation_data")
+        self._check_validation_data(validation_data)
+        if (
+            isinstance(validation_data, tuple)
+            and 2 <= len(validation_data) <= 3
+            and all(pipeline.is_in_memory(part) for part in validation_data)
+            and kwargs.get("validation_steps") is None
+        ):
+            # Validation arrays become one pipeline without autotuning: Keras
+            # otherwise makes a new iterator every epoch (see pipeline.without_autotune).
+            size = kwargs.pop("validation_batch_size", None) or kwargs.get("batch_size") or 32
+            kwargs["validation_data"] = pipeline.batches_of(validation_data, size)
         return super().fit(x, y, *args, **kwargs)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self.check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 *args, **kwargs):
+        from tf_mtvib.data import pipeline
 
-    def predict(self, x, *args, **kwargs):
+        self.check_data(x, y)
+        parts = [part for part in (x, y, sample_weight) if part is not None]
+        if steps is None and x is not None and all(pipeline.is_in_memory(part) for part in parts):
+            if sample_weight is not None and y is None:
+                raise ValueError("`sample_weight` needs labels `y`, received y=None.")
+            data = pipeline.batches_of(parts[0] if len(parts) == 1 else tuple(parts), batch_size or 32)
+            x, y, sample_weight, batch_size = data, None, None, None
+        return super().evaluate(x, y, batch_size, verbose, sample_weight, steps, *args, **kwargs)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        from tf_mtvib.data import pipeline
+
         self.check_data(x, labeled=False)
-        return super().predict(x, *args, **kwargs)
+        if steps is None and pipeline.is_in_memory(x):
+            # Same batches as Keras would cut from the arrays, without its autotuned pipeline's stall.
+            x, batch_size = pipeline.batches_of(x, batch_size or 32), None
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)

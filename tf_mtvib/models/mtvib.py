@@ -46,6 +46,15 @@ def _deserialize_batch_hook(config):
     return keras.saving.deserialize_keras_object(config)
 
 
+def _task_weight(sample_weight, task_name):
+    """A task's `(batch,)` sample weights: Keras hands `fit` / `evaluate` on
+    arrays one weight array per task (broadcast to the labels' dict), a
+    dataset's third element stays one array for all tasks."""
+    if isinstance(sample_weight, dict):
+        return sample_weight.get(task_name)
+    return sample_weight
+
+
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class MultiTaskVIB(validation.DataChecks, keras.Model):
     """Encoder -> optional Gaussian bottleneck -> one decoder per task.
@@ -279,8 +288,9 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
                 per_example = ops.mean(
                     ops.reshape(per_example, (ops.shape(per_example)[0], -1)), axis=1
                 )
-            if sample_weight is not None:
-                weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+            weight = _task_weight(sample_weight, task.name)
+            if weight is not None:
+                weight = ops.cast(ops.reshape(weight, (-1,)), "float32")
                 task_loss = ops.sum(per_example * weight) / ops.maximum(ops.sum(weight), 1e-12)
             else:
                 task_loss = ops.mean(per_example)
@@ -306,7 +316,7 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
         labels = validation.labels_as_dict(y, self.tasks)
         correct = []
         for name, tracker in self.accuracy_trackers.items():
-            tracker.update_state(labels[name], y_pred[name], sample_weight=sample_weight)
+            tracker.update_state(labels[name], y_pred[name], sample_weight=_task_weight(sample_weight, name))
             predicted = ops.argmax(y_pred[name], axis=-1)
             correct.append(
                 ops.equal(ops.cast(ops.reshape(labels[name], (-1,)), "int64"), ops.cast(predicted, "int64"))
