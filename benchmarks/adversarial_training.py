@@ -80,9 +80,10 @@ def cell(result, key, task):
     return f"{100 * result[key][task]:.1f}"
 
 
-def table(results):
+def table(results, from_scratch=False):
     lines = [
-        "| system | fine-tuning | clean TL / BR | PGD-10 on TL, eps 0.05 / 0.10: TL acc. "
+        f"| system | {'training' if from_scratch else 'fine-tuning'} | clean TL / BR "
+        "| PGD-10 on TL, eps 0.05 / 0.10: TL acc. "
         "| PGD-10 on both, eps 0.05 / 0.10: joint (TL / BR) | train s |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -140,7 +141,7 @@ def main():
             print(f"== {system} {training}", flush=True)
             model, seconds = train(path, system, training, data, args)
             results[system][training] = {"scores": score(model, x, y), "seconds": seconds}
-            print(table(results), flush=True)
+            print(table(results, args.from_scratch), flush=True)
     atomic.write_json(
         os.path.join(
             args.out,
@@ -149,7 +150,7 @@ def main():
         ),
         {"args": vars(args), "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "results": results},
     )
-    print(table(results))
+    print(table(results, args.from_scratch))
 
 
 if __name__ == "__main__":

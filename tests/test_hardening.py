@@ -1,6 +1,7 @@
 """Issue 11: no silent wrong answers, errors that name the file, a diverged run
 never passes for a model. One test (or parametrized family) per item."""
 
+import functools
 import json
 import os
 import shutil
@@ -168,31 +169,55 @@ def test_predict_reads_a_dataset_of_images_alone_and_fit_still_needs_labels(samp
         small_mtvib.predict(wrong_shape, verbose=0)
 
 
-def test_arrays_reach_keras_as_batches_without_autotuning_and_sample_weights_count(sample_data):
-    from tf_mtvib.data.pipeline import batches_of, make_dataset
+def _spy_on_keras(monkeypatch, handed):
+    """Replaces keras.Model's predict / evaluate / fit by wrappers that record
+    in `handed` the data the package passes on; returns the originals."""
+    originals = {name: getattr(keras.Model, name) for name in ("predict", "evaluate", "fit")}
+    for name, original in originals.items():
+        @functools.wraps(original)  # keeps Keras' signature, which the package's fit binds to
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            handed[_name] = kwargs.get("validation_data") if _name == "fit" else (args[0] if args else kwargs["x"])
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(keras.Model, name, spy)
+    return originals
+
+
+def test_arrays_reach_keras_as_batches_without_autotuning_and_sample_weights_count(sample_data, monkeypatch):
+    from tf_mtvib.data.pipeline import make_dataset
 
     model = _tiny_mtvib(sample_data.tasks)
     model.compile(keras.optimizers.Adam(1e-2))
     x, y = sample_data.x_test[:13], {k: v[:13] for k, v in sample_data.y_test.items()}
-    ours, keras_path = model.predict(x, batch_size=5, verbose=0), keras.Model.predict(model, x, batch_size=5, verbose=0)
+    handed = {}
+    keras_own = _spy_on_keras(monkeypatch, handed)
+    ours = model.predict(x, batch_size=5, verbose=0)
+    assert isinstance(handed["predict"], tf.data.Dataset) and handed["predict"].options().autotune.enabled is False
+    keras_path = keras_own["predict"](model, x, batch_size=5, verbose=0)
     for task in ours:
         np.testing.assert_allclose(ours[task], keras_path[task], atol=1e-6)
-    # Weights 0 on the first 7 examples: a task's weighted loss and accuracy are those of the other 6.
+
+    # Weights 0 on the first 7 examples: every task's weighted loss and accuracy, and the joint accuracy,
+    # are those of the other 6, also when the batches (of 5) mix weighted and unweighted examples.
     weights = (np.arange(13) >= 7).astype("float32")
-    weighted = model.evaluate(x, y, sample_weight=weights, batch_size=13, verbose=0, return_dict=True)
-    through_keras = keras.Model.evaluate(model, x, y, sample_weight=weights, batch_size=13, verbose=0,
-                                         return_dict=True)
-    last_six = model.evaluate(x[7:], {k: v[7:] for k, v in y.items()}, batch_size=13, verbose=0, return_dict=True)
-    for task in ("top_left", "bottom_right"):
-        for metric in (f"{task}_loss", f"{task}_accuracy"):
-            assert weighted[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
-            assert through_keras[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
-    history = model.fit(sample_data.x_train[:40], {k: v[:40] for k, v in sample_data.y_train.items()},
-                        batch_size=20, epochs=1, verbose=0, validation_data=(x, y), validation_batch_size=4)
-    after = keras.Model.evaluate(model, x, y, batch_size=4, verbose=0, return_dict=True)
-    assert history.history["val_loss"][0] == pytest.approx(after["loss"], rel=1e-5)
-    for dataset in (batches_of(x, 5), make_dataset(x, y, 5)):
-        assert dataset.options().autotune.enabled is False
+    weighted = model.evaluate(x, y, sample_weight=weights, batch_size=5, verbose=0, return_dict=True)
+    assert handed["evaluate"].options().autotune.enabled is False
+    through_keras = keras_own["evaluate"](model, x, y, sample_weight=weights, batch_size=5, verbose=0,
+                                          return_dict=True)
+    last_six = model.evaluate(x[7:], {k: v[7:] for k, v in y.items()}, batch_size=5, verbose=0, return_dict=True)
+    metrics = [f"{t}_{m}" for t in ("top_left", "bottom_right") for m in ("loss", "accuracy")] + ["joint_accuracy"]
+    for metric in metrics:
+        assert weighted[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
+        assert through_keras[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
+
+    history = model.fit(sample_data.x_train[:40], {k: v[:40] for k, v in sample_data.y_train.items()}, 20, 1, 0,
+                        validation_data=(x, y), validation_batch_size=4)
+    validation = handed["fit"]
+    assert isinstance(validation, tf.data.Dataset) and validation.options().autotune.enabled is False
+    assert next(iter(validation))[0].shape[0] == 4  # validation_batch_size, with batch_size given by position
+    after = keras_own["evaluate"](model, x, y, batch_size=4, verbose=0, return_dict=True)
+    assert history.history["val_top_left_loss"][0] == pytest.approx(after["top_left_loss"], rel=1e-5)
+    assert make_dataset(x, y, 5).options().autotune.enabled is False
 
 
 def test_multi_domain_entry_points_check_tasks_labels_and_images():

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -113,11 +114,17 @@ def batches_of(arrays, batch_size):
     what Keras' `predict` / `evaluate` build from arrays, minus the stalls."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, received batch_size={batch_size!r}.")
-    # Float arrays as float32 (Keras' floatx), as Keras' own array pipeline hands them over.
-    arrays = tf.nest.map_structure(
-        lambda a: a.astype(np.float32, copy=False) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a,
-        arrays,
-    )
+    floatx = keras.config.floatx()
+
+    def as_floatx(array):
+        # Floats in Keras' floatx, as Keras' own array pipeline hands them over.
+        if isinstance(array, np.ndarray) and array.dtype.kind == "f":
+            return array.astype(floatx, copy=False)
+        if tf.is_tensor(array) and array.dtype.is_floating:
+            return tf.cast(array, floatx)
+        return array
+
+    arrays = tf.nest.map_structure(as_floatx, arrays)
     return without_autotune(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(1))
 
 

@@ -219,27 +219,34 @@ class DataChecks:
         elif validation_data is not None:
             self.check_data(validation_data)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def fit(self, *args, **kwargs):
+        import inspect
+
+        import keras
         import tensorflow as tf  # loaded already by the model; this module stays NumPy-only otherwise
 
         from tf_mtvib.data import pipeline
 
+        # Keras' own signature, so that positional arguments (batch_size, ...) are seen too.
+        arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        x, y = arguments.get("x"), arguments.get("y")
         if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
+            arguments.setdefault("shuffle", False)  # a Dataset shuffles itself; Keras warns otherwise
         self.check_data(x, y)
-        validation_data = kwargs.get("validation_data")
+        validation_data = arguments.get("validation_data")
         self._check_validation_data(validation_data)
         if (
             isinstance(validation_data, tuple)
             and 2 <= len(validation_data) <= 3
             and all(pipeline.is_in_memory(part) for part in validation_data)
-            and kwargs.get("validation_steps") is None
+            and arguments.get("validation_steps") is None
         ):
             # Validation arrays become one pipeline without autotuning: Keras
             # otherwise makes a new iterator every epoch (see pipeline.without_autotune).
-            size = kwargs.pop("validation_batch_size", None) or kwargs.get("batch_size") or 32
-            kwargs["validation_data"] = pipeline.batches_of(validation_data, size)
-        return super().fit(x, y, *args, **kwargs)
+            size = arguments.pop("validation_batch_size", None) or arguments.get("batch_size") or 32
+            arguments["validation_data"] = pipeline.batches_of(validation_data, size)
+        return super().fit(**arguments)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  *args, **kwargs):
@@ -247,7 +254,9 @@ class DataChecks:
 
         self.check_data(x, y)
         parts = [part for part in (x, y, sample_weight) if part is not None]
-        if steps is None and x is not None and all(pipeline.is_in_memory(part) for part in parts):
+        # fit's own validation call reads the dataset Keras cached for the whole fit: leave it alone.
+        cached = kwargs.get("_use_cached_eval_dataset", False)
+        if not cached and steps is None and x is not None and all(pipeline.is_in_memory(part) for part in parts):
             if sample_weight is not None and y is None:
                 raise ValueError("`sample_weight` needs labels `y`, received y=None.")
             data = pipeline.batches_of(parts[0] if len(parts) == 1 else tuple(parts), batch_size or 32)

@@ -291,10 +291,13 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             weight = _task_weight(sample_weight, task.name)
             if weight is not None:
                 weight = ops.cast(ops.reshape(weight, (-1,)), "float32")
-                task_loss = ops.sum(per_example * weight) / ops.maximum(ops.sum(weight), 1e-12)
+                examples = ops.sum(weight)
+                task_loss = ops.sum(per_example * weight) / ops.maximum(examples, 1e-12)
             else:
+                examples = ops.cast(ops.shape(per_example)[0], "float32")
                 task_loss = ops.mean(per_example)
-            self.task_loss_trackers[task.name].update_state(task_loss)
+            # Weighted by the batch's (weighted) examples, so that the epoch value is a mean over examples.
+            self.task_loss_trackers[task.name].update_state(task_loss, sample_weight=examples)
             task_losses.append(task_loss)
         total = scale_to_replicas(self.weighting(task_losses))
         if self.sigma_trackers:
@@ -323,7 +326,9 @@ class MultiTaskVIB(validation.DataChecks, keras.Model):
             )
         if correct:
             joint = ops.all(ops.stack(correct, axis=0), axis=0)
-            self.joint_accuracy_tracker.update_state(ops.cast(joint, "float32"))
+            # Keras broadcasts one weight array to every task: any task's weights are the example weights.
+            joint_weight = _task_weight(sample_weight, next(iter(self.accuracy_trackers)))
+            self.joint_accuracy_tracker.update_state(ops.cast(joint, "float32"), sample_weight=joint_weight)
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def check_data(self, x, y=None, require_all_labels=True, labeled=True):
