@@ -209,6 +209,8 @@ def test_arrays_reach_keras_as_batches_without_autotuning_and_sample_weights_cou
     for metric in metrics:
         assert weighted[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
         assert through_keras[metric] == pytest.approx(last_six[metric], rel=1e-5), metric
+    with pytest.raises(ValueError, match=r"sample_weight \[12\]"):
+        model.evaluate(x, y, sample_weight=weights[:12], verbose=0)
 
     history = model.fit(sample_data.x_train[:40], {k: v[:40] for k, v in sample_data.y_train.items()}, 20, 1, 0,
                         validation_data=(x, y), validation_batch_size=4)

@@ -1,6 +1,7 @@
 """Named data sets as arrays, and tf.data pipelines yielding (x, {task: y})."""
 
 import dataclasses
+import numbers
 
 import keras
 import numpy as np
@@ -111,9 +112,16 @@ def is_in_memory(data):
 def batches_of(arrays, batch_size):
     """In-memory `arrays` (one, or a tuple such as `(x, y, sample_weight)`) as
     an unshuffled, batched dataset without autotuning (see `without_autotune`):
-    what Keras' `predict` / `evaluate` build from arrays, minus the stalls."""
-    if not isinstance(batch_size, int) or batch_size < 1:
+    what Keras' `predict` / `evaluate` build from arrays, minus the stalls.
+    Raises ValueError when the parts hold different numbers of examples."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, received batch_size={batch_size!r}.")
+    if isinstance(arrays, tuple):
+        counts = [[int(leaf.shape[0]) for leaf in tf.nest.flatten(part)] for part in arrays]
+        if len({count for part in counts for count in part}) > 1:
+            names = ("x", "y", "sample_weight")[: len(arrays)]
+            found = ", ".join(f"{name} {sorted(set(part))}" for name, part in zip(names, counts))
+            raise ValueError(f"x, labels and sample weights must hold as many examples each, received {found}.")
     floatx = keras.config.floatx()
 
     def as_floatx(array):
@@ -125,7 +133,7 @@ def batches_of(arrays, batch_size):
         return array
 
     arrays = tf.nest.map_structure(as_floatx, arrays)
-    return without_autotune(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(1))
+    return without_autotune(tf.data.Dataset.from_tensor_slices(arrays).batch(int(batch_size)).prefetch(1))
 
 
 def make_dataset(x, y, batch_size, shuffle=False, seed=None, drop_remainder=False):
