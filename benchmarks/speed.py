@@ -28,6 +28,11 @@ CONFIGS = {
     "oneDNN off": {"onednn": "0", "jit_compile": False, "steps_per_execution": 1},
     "XLA jit_compile": {"onednn": "1", "jit_compile": True, "steps_per_execution": 1},
     "steps_per_execution=10": {"onednn": "1", "jit_compile": False, "steps_per_execution": 10},
+    # Pays where the CPU has AVX512_BF16 or AMX (lscpu); elsewhere bfloat16 is emulated.
+    "precision bfloat16": {"onednn": "1", "jit_compile": False, "steps_per_execution": 1, "precision": "bfloat16"},
+    # The stem's batch norm through Keras' own ops, as before the package's fused layer took bfloat16 maps.
+    "precision bfloat16, Keras stem BN": {"onednn": "1", "jit_compile": False, "steps_per_execution": 1,
+                                          "precision": "bfloat16", "fused_low_precision_bn": False},
 }
 
 
@@ -101,9 +106,14 @@ def child(config):
 
     # isort: split
     import keras
+    import tensorflow as tf
 
     from tf_mtvib.data.pipeline import load_task_data, make_dataset
+    from tf_mtvib.layers import normalization
 
+    tm.distribute.set_precision(config.get("precision", "float32"))
+    if not config.get("fused_low_precision_bn", True):
+        normalization._FUSED_DTYPES = (tf.float32,)
     data = load_task_data("sample")
     model = tm.build_mtvib(data.tasks, seed=0)
     model.compile(
@@ -122,6 +132,8 @@ def child(config):
         "images_per_second": images / seconds,
         "flops_per_image": training_flops_per_image(model),
         "ceiling_gflops": matmul_ceiling(),
+        "bfloat16_ceiling_gflops": matmul_ceiling(dtype="bfloat16") if config.get("precision") == "bfloat16" else None,
+        "final_loss": float(model.evaluate(train, verbose=0, return_dict=True)["loss"]),
     }
 
 

@@ -93,6 +93,12 @@ def test_bad_arguments_are_named(argv, message, capsys):
     assert capsys.readouterr().err.startswith(f"tf-mtvib: {message}")
 
 
+def test_contradicting_precision_flags_are_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--mixed-precision", "--precision", "bfloat16"]) == 2
+    assert "--mixed-precision means --precision float16" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_attack_robustness_and_adversarial_training_commands(tmp_path, capsys):
     run = tmp_path / "adv"

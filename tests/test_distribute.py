@@ -75,21 +75,34 @@ def test_mirrored_on_two_cpus_follows_the_default_strategy_loss_curve(sample_dat
 
 
 @pytest.mark.slow
-def test_mixed_precision_keeps_logits_losses_and_weights_in_float32(sample_data):
+@pytest.mark.parametrize("precision, policy", [("float16", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
+def test_mixed_precision_keeps_logits_losses_and_weights_in_float32(sample_data, precision, policy):
     try:
-        assert distribute.set_mixed_precision(True) == "mixed_float16"
+        assert distribute.set_precision(precision) == policy
         model = tm.build_mtvib(sample_data.tasks, latent_dim=16, seed=0)
         model.compile(keras.optimizers.Adam(1e-3))
         y = {k: v[:100] for k, v in sample_data.y_train.items()}
         history = model.fit(sample_data.x_train[:100], y, batch_size=50, epochs=1, verbose=0)
     finally:
-        distribute.set_mixed_precision(False)
-    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    assert model.get_layer("encoder").get_layer("conv1").compute_dtype == "float16"
+        distribute.set_precision("float32")
+    # Loss scaling guards float16's narrow range; bfloat16 has float32's.
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "float16")
+    encoder = model.get_layer("encoder")
+    assert encoder.get_layer("conv1").compute_dtype == precision
+    # The convolutional batch norm trains on the low-precision maps, its statistics in float32.
+    assert encoder.get_layer("conv1_bn")(tf.ones((2, 4, 4, 64), precision), training=True).dtype == precision
+    assert encoder.get_layer("conv1_bn").moving_mean.dtype == "float32"
     outputs = model(sample_data.x_test[:4], training=False)
     assert all(v.dtype == tf.float32 for v in outputs.values())
     assert model.weighting.compute_dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.weights)
     assert np.isfinite(history.history["loss"][-1])
+
+
+def test_precision_names_are_checked():
+    with pytest.raises(ValueError, match="precision='bf16'"):
+        distribute.set_precision("bf16")
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_unknown_strategy_is_named():

@@ -150,6 +150,17 @@ def test_fused_batch_normalization_matches_keras():
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-2, atol=1e-2)
 
 
+
+def test_fused_batch_normalization_trains_on_bfloat16_maps_with_float32_statistics():
+    x = np.random.default_rng(4).normal(2.0, 3.0, size=(8, 6, 6, 3)).astype("float32")
+    fused = FusedBatchNormalization(momentum=0.5, dtype="mixed_bfloat16")
+    plain = keras.layers.BatchNormalization(momentum=0.5)
+    outputs = {layer: layer(x, training=True) for layer in (fused, plain)}
+    assert outputs[fused].dtype == "bfloat16" and fused.moving_variance.dtype == "float32"
+    # bfloat16 keeps 8 bits of mantissa: outputs of unit scale agree to about 1e-2.
+    np.testing.assert_allclose(np.asarray(outputs[fused], "float32"), outputs[plain], atol=3e-2)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=2e-2)
+
 # One harness over every public layer (in the manner of keras' LayerTest and
 # keras-hub's TestCase). Each case: constructor kwargs, the input shape without
 # the batch axis (None: the layer is called without inputs), the output shapes

@@ -171,14 +171,33 @@ def split_cpu(num_devices):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def set_mixed_precision(enabled):
-    """Sets Keras' global dtype policy to 'mixed_float16' (or back to
-    'float32'); models built afterwards compute in float16 with float32
-    variables, keep their logits, KL and task weighting in float32, and
-    `compile` wraps the optimizer in a loss-scale optimizer. Worth it on GPUs
-    with tensor cores; on CPUs it is slower."""
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
+# `precision` names and the Keras dtype policies they stand for.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def set_precision(precision):
+    """Sets Keras' global dtype policy for the models built afterwards.
+
+    Args:
+        precision: "float32"; "bfloat16" (mixed_bfloat16: pays on CPUs with
+            AVX512_BF16 or AMX and on recent GPUs); or "float16"
+            (mixed_float16: GPUs with tensor cores; `compile` wraps the
+            optimizer in a loss-scale optimizer). Under both mixed policies
+            the models compute in the low precision with float32 variables,
+            and keep their logits, KL and task weighting in float32.
+
+    Returns:
+        The name of the policy now in force.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {sorted(PRECISIONS)}, received precision={precision!r}.")
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
     return keras.mixed_precision.global_policy().name
+
+
+def set_mixed_precision(enabled):
+    """`set_precision("float16")`, or back to "float32" when `enabled` is false."""
+    return set_precision("float16" if enabled else "float32")
 
 
 def float32_output_dtype():

@@ -143,6 +143,9 @@ def main():
                         help="only the peak-memory and PGD-40 trace-time subprocesses (no timing windows)")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                         help="PyTorch intra-op threads (default: all logical CPUs)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype of both: tf_mtvib's mixed_bfloat16 policy and PyTorch's bfloat16 "
+                             "autocast (weights stay float32; the peer check runs in float32)")
     parser.add_argument("--quick", action="store_true", help="tiny batches and 1 step per window: a smoke run")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "out", "peer.json"))
     args = parser.parse_args()
@@ -152,8 +155,9 @@ def main():
     steps = {name: args.steps_per_window or (1 if args.quick else default)
              for name, (_, _, default) in WORKLOADS.items()}
     config = {"system": args.system, "windows": args.windows, "steps": steps, "batches": batches,
-              "bfloat16": cpu["bfloat16"], "torch_threads": args.torch_threads}
+              "bfloat16": cpu["bfloat16"], "torch_threads": args.torch_threads, "precision": args.precision}
     results = {"cpu": cpu, "system": args.system, "quick": args.quick, "inputs": "random",
+               "precision": args.precision,
                "protocol": f"1 warm-up window, median of {args.windows} timed windows",
                "load_average_before": os.getloadavg()}
     if results["load_average_before"][0] > 0.5:

@@ -112,12 +112,16 @@ def tf_child(config):
 
     builder = {"mtvib": tm.build_mtvib, "uwl": tm.build_uwl}[config["system"]]
     tasks = tm.multi_digit_tasks()
+    if config.get("check_path"):
+        export_check(builder, tasks, config["check_path"])  # in float32, whatever the timed precision
+    tm.distribute.set_precision(config.get("precision", "float32"))
     model = builder(tasks, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     # The bottleneck's KL weight (beta) is a scalar variable, not a parameter of the model.
     statistics_count = sum(int(w.numpy().size) for w in model.non_trainable_weights if w.name != "kl_weight")
-    result = {"version": f"tensorflow {tf.__version__}, keras {keras.__version__}",
+    result = {"version": f"tensorflow {tf.__version__}, keras {keras.__version__}, "
+                         f"policy {keras.mixed_precision.global_policy().name}",
               "parameters": [trainable, statistics_count],
               "flops_per_image": speed.training_flops_per_image(model)}
     steps, batches = config["steps"], config["batches"]
@@ -149,8 +153,6 @@ def tf_child(config):
     if config.get("memory"):
         # One fit epoch of `memory_steps` batches, its cached input pipeline included.
         return memory_run(config, lambda batch: fit_windows(batch, config["memory_steps"], 0), attack_call)
-    if config.get("check_path"):
-        export_check(builder, tasks, config["check_path"])
     result["matmul_gflops"] = {"float32": speed.matmul_ceiling()}
     if config["bfloat16"]:
         result["matmul_gflops"]["bfloat16"] = speed.matmul_ceiling(dtype="bfloat16")
@@ -207,6 +209,12 @@ def torch_child(config):
         generator = torch.Generator().manual_seed(0)
         return lambda: peer.pgd(model, images, labels, generator=generator, **settings)
 
+    precise = lambda make_call: make_call  # noqa: E731
+    if config.get("precision", "float32") == "bfloat16":
+        # PyTorch's own mixed precision on CPUs: bfloat16 autocast, float32 parameters.
+        precise = with_autocast
+        result["version"] += ", bfloat16 autocast"
+    train_call, attack_call = precise(train_call), precise(attack_call)
     if config.get("memory"):
         return memory_run(config, lambda batch: timed(train_call(batch))(config["memory_steps"]), attack_call)
     if config.get("check_path"):
@@ -222,7 +230,7 @@ def torch_child(config):
 
     calls = {"train": train_call(batches["train"])}
     images = tensors(batches["infer_function"])[0]
-    calls["infer_function"] = lambda: peer.predict(model, images)
+    calls["infer_function"] = precise(lambda: lambda: peer.predict(model, images))()
     for name in ("fgsm", "pgd10"):
         calls[name] = attack_call(name, batches[name])
     workloads = {name: summarize(windows_of(timed(call), steps[name], config["windows"]), batches[name], steps[name])
@@ -230,6 +238,22 @@ def torch_child(config):
     workloads["infer_predict"] = workloads["infer_function"]  # PyTorch has one inference path
     result["workloads"] = workloads
     return result
+
+
+def with_autocast(make_call):
+    """`make_call(...)`'s call, run under `torch.autocast("cpu", torch.bfloat16)`."""
+    import torch
+
+    def make(*args, **kwargs):
+        call = make_call(*args, **kwargs)
+
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return call()
+
+        return run
+
+    return make
 
 
 def check_against_keras(peer, system, path, tensors):

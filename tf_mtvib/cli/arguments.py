@@ -43,14 +43,21 @@ def verbosity(args):
 def add_device_flags(parser):
     parser.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="default",
                         help="tf.distribute strategy; --batch-size is the global batch")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (GPUs)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="compute dtype (variables, logits and KL stay float32): bfloat16 for CPUs with "
+                             "AVX512_BF16 / AMX, float16 for GPUs with tensor cores; default float32")
+    parser.add_argument("--mixed-precision", action="store_true", help="the same as --precision float16")
 
 
 def device_setup(args):
-    """The strategy of `--strategy`, after `--mixed-precision`. Call it before
+    """The strategy of `--strategy`, after `--precision` / `--mixed-precision`. Call it before
     any other TensorFlow op: a multi-worker strategy cannot be made after one."""
     from tf_mtvib import distribute
 
+    precision = args.precision
     if args.mixed_precision:
-        distribute.set_mixed_precision(True)
+        if precision not in (None, "float16"):
+            raise CommandError(f"--mixed-precision means --precision float16; it contradicts --precision {precision}.")
+        precision = "float16"
+    distribute.set_precision(precision or "float32")
     return distribute.get_strategy(args.strategy)

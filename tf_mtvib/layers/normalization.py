@@ -3,19 +3,26 @@
 import keras
 import tensorflow as tf
 
+# The input dtypes FusedBatchNormV3 takes with float32 scale and offset.
+_FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
+
 
 @keras.saving.register_keras_serializable(package="tf_mtvib")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` that trains through `FusedBatchNormV3`.
 
     Keras 3 normalizes with separate moment, subtract and scale ops; on a
-    4-D NHWC float32 batch in training this layer calls TensorFlow's fused
-    kernel instead, which made the Table I convolutional stem's training step
-    about 25 % faster on the 2-core development CPU (benchmarks/RESULTS.md).
-    Weights, config and every other case (inference, masks, renorm,
-    synchronized statistics, other ranks or dtypes) are Keras' own. The fused
-    kernel's variance for the moving average carries Bessel's correction
-    n / (n - 1), with n = batch x height x width.
+    4-D NHWC batch in training this layer calls TensorFlow's fused kernel
+    instead, which made the Table I convolutional stem's training step about
+    25 % faster on the 2-core development CPU (benchmarks/RESULTS.md). Under
+    a mixed policy the kernel takes the bfloat16 / float16 feature maps as
+    they are, with float32 scale, offset and statistics; Keras' own path
+    casts each map to float32 and back, which made mixed_bfloat16 training
+    slower than float32 on CPUs with bfloat16 dot products. Weights, config
+    and every other case (inference, masks, renorm, synchronized statistics,
+    other ranks, float64) are Keras' own. The fused kernel's variance for the
+    moving average carries Bessel's correction n / (n - 1), with
+    n = batch x height x width.
     """
 
     def _use_fused(self, inputs, training, mask):
@@ -29,7 +36,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and self.scale
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
-            and inputs.dtype == tf.float32
+            and inputs.dtype in _FUSED_DTYPES
         )
 
     def call(self, inputs, training=None, mask=None):
