@@ -150,7 +150,6 @@ def test_fused_batch_normalization_matches_keras():
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-2, atol=1e-2)
 
 
-
 def test_fused_batch_normalization_trains_on_bfloat16_maps_with_float32_statistics():
     x = np.random.default_rng(4).normal(2.0, 3.0, size=(8, 6, 6, 3)).astype("float32")
     fused = FusedBatchNormalization(momentum=0.5, dtype="mixed_bfloat16")
@@ -160,6 +159,7 @@ def test_fused_batch_normalization_trains_on_bfloat16_maps_with_float32_statisti
     # bfloat16 keeps 8 bits of mantissa: outputs of unit scale agree to about 1e-2.
     np.testing.assert_allclose(np.asarray(outputs[fused], "float32"), outputs[plain], atol=3e-2)
     np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=2e-2)
+
 
 # One harness over every public layer (in the manner of keras' LayerTest and
 # keras-hub's TestCase). Each case: constructor kwargs, the input shape without

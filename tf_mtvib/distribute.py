@@ -179,8 +179,8 @@ def set_precision(precision):
     """Sets Keras' global dtype policy for the models built afterwards.
 
     Args:
-        precision: "float32"; "bfloat16" (mixed_bfloat16: pays on CPUs with
-            AVX512_BF16 or AMX and on recent GPUs); or "float16"
+        precision: "float32"; "bfloat16" (mixed_bfloat16: for CPUs with
+            AVX512_BF16 or AMX, elsewhere emulated and slow); or "float16"
             (mixed_float16: GPUs with tensor cores; `compile` wraps the
             optimizer in a loss-scale optimizer). Under both mixed policies
             the models compute in the low precision with float32 variables,
