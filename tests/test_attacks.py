@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_mtvib as tm
 from tf_mtvib import attacks
 from tf_mtvib.attacks import gradients as g
+from tf_mtvib.attacks import loop
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,28 @@ def test_compiled_eot_draws_anew_each_pass_and_its_graph_does_not_grow_with_the_
 
     # Each pass inside the loop draws its own latent sample: averaging 8 of them lowers the variance.
     assert spread(8) < 0.4 * spread(1)
+
+
+def test_the_attack_loop_runs_its_gradient_pass_as_a_function_of_its_own(trained):
+    # Inlined into the loop body, the pass's MaxPoolGrad mostly missed oneDNN's kernel
+    # and ran Eigen's, 8x slower (benchmarks/RESULTS.md, "Attacks in a loop body").
+    model, x, y = trained
+    labels = {k: tf.constant(v[:4]) for k, v in y.items()}
+    tasks, weights = ("top_left", "bottom_right"), (0.5, 0.5)
+    threat = loop.Threat(0.1, np.inf, 0.0, 1.0)
+
+    @tf.function
+    def pgd(x):
+        return loop.iterate(g.model_callable(model), x, labels, tasks, weights, {}, loop.Objective(), threat,
+                            0.1, 0.05, 3, loop.GradientStep())
+
+    library = pgd.get_concrete_function(tf.constant(x[:4])).graph.as_graph_def().library.function
+    with_pool_gradient = [f for f in library if any(n.op == "MaxPoolGrad" for n in f.node_def)]
+    assert len(with_pool_gradient) == 1
+    assert with_pool_gradient[0].attr["_noinline"].b
+    body = [f for f in library if "body" in f.signature.name]
+    called = {n.attr["f"].func.name for f in body for n in f.node_def if n.op.endswith("PartitionedCall")}
+    assert with_pool_gradient[0].signature.name in called
 
 
 def test_same_seed_repeats_pgd_and_another_differs(trained):

@@ -104,7 +104,7 @@ def loss_gradient(model_fn, x, labels, tasks, task_weights, kinds=None, eot_samp
     Shapes: gradient like `x`, loss `(batch,)`.
     """
 
-    def one_pass():
+    def one_pass(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             sample_loss = attack_objective(model_fn(x), labels, tasks, task_weights, kinds)
@@ -113,11 +113,20 @@ def loss_gradient(model_fn, x, labels, tasks, task_weights, kinds=None, eot_samp
             total = tf.reduce_sum(sample_loss)
         return tape.gradient(total, x), tf.cast(sample_loss, x.dtype)
 
+    if tf.inside_function():
+        # The attacks call this in a tf.while_loop. Inlined into a loop body, the
+        # pass mostly lost TensorFlow 2.21's oneDNN rewrite of MaxPoolGrad (the layout
+        # pass found the forward pool not yet rewritten) and ran Eigen's kernel, 8x
+        # slower on the stem's 34x34x64 maps: FGSM and every PGD step took 1.35x as
+        # long, in some traces and not others. A function body of its own is rewritten
+        # every time (benchmarks/RESULTS.md, "Attacks in a loop body").
+        one_pass = tf.function(one_pass, experimental_attributes={"_noinline": True})
+
     if eot_samples == 1:
-        return one_pass()
+        return one_pass(x)
 
     def accumulate(i, gradient, loss):
-        pass_gradient, pass_loss = one_pass()
+        pass_gradient, pass_loss = one_pass(x)
         return i + 1, gradient + pass_gradient, loss + pass_loss
 
     # A loop, not eot_samples copies of the model and its gradient in the graph, run
