@@ -1,12 +1,13 @@
 """Attack speed per trace, and which pooling-gradient kernel each trace runs (issue 14).
 
 Traces FGSM and PGD-10 (both tasks, eps 0.1, batch 500, MTVIB of Table I,
-untrained: speed does not depend on the weights) --traces times each, every
-trace in a fresh `AttackCache`, and times --calls calls of each trace. With
+untrained: speed does not depend on the weights) --traces times, each trace
+in a fresh `AttackCache`, and times --calls calls of every trace. With
 --profile it also records one call of every trace with TensorFlow's profiler
-and counts the milliseconds spent in Eigen's `MaxPoolGrad` (oneDNN's is
-`_MklNativeMaxPoolGrad`): inlined into the attack's while-loop body, the
-gradient pass often ran the Eigen kernel, and such traces were the slow ones.
+and reports the milliseconds per pooling-gradient kernel: Eigen's
+`MaxPoolGrad` or oneDNN's `_MklNativeMaxPoolGrad`. Inlined into the attack's
+while-loop body, the gradient pass often ran the Eigen kernel, and such
+traces were the slow ones.
 
     python benchmarks/attack_traces.py --traces 3 --profile
 
@@ -53,11 +54,18 @@ def pool_gradient_milliseconds(attack, cache):
     return {k: round(v, 1) for k, v in spent.items()}
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {text!r}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--traces", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--traces", type=positive_int, default=3)
+    parser.add_argument("--calls", type=positive_int, default=3)
+    parser.add_argument("--batch", type=positive_int, default=500)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()

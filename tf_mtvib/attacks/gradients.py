@@ -115,10 +115,10 @@ def loss_gradient(model_fn, x, labels, tasks, task_weights, kinds=None, eot_samp
 
     if tf.inside_function():
         # The attacks call this in a tf.while_loop. Inlined into a loop body, the
-        # pass mostly lost TensorFlow 2.21's oneDNN rewrite of MaxPoolGrad (the layout
-        # pass found the forward pool not yet rewritten) and ran Eigen's kernel, 8x
-        # slower on the stem's 34x34x64 maps: FGSM and every PGD step took 1.35x as
-        # long, in some traces and not others. A function body of its own is rewritten
+        # pass mostly lost TensorFlow 2.21's oneDNN rewrite of MaxPoolGrad (which
+        # needs its forward pool rewritten first) and ran Eigen's kernel, 8x slower
+        # on the stem's 34x34x64 maps: FGSM and every PGD step took 1.35x as long,
+        # in some traces and not others. A function body of its own is rewritten
         # every time (benchmarks/RESULTS.md, "Attacks in a loop body").
         one_pass = tf.function(one_pass, experimental_attributes={"_noinline": True})
 
